@@ -1,6 +1,23 @@
 """The parallel-in-time core: grids, the problem contract, MGRIT and parareal."""
 
+from torchpint.core.distributed import RankTimeoutError, init_distributed, spawn_gloo
 from torchpint.core.grid import Grid
+from torchpint.core.history import DivergenceError, MGRITResult, iteration_cost, potential_speedup
+from torchpint.core.mgrit import MGRIT, Parareal
 from torchpint.core.problem import FunctionProblem, Problem, serial_solve
 
-__all__ = ["FunctionProblem", "Grid", "Problem", "serial_solve"]
+__all__ = [
+    "MGRIT",
+    "DivergenceError",
+    "FunctionProblem",
+    "Grid",
+    "MGRITResult",
+    "Parareal",
+    "Problem",
+    "RankTimeoutError",
+    "init_distributed",
+    "iteration_cost",
+    "potential_speedup",
+    "serial_solve",
+    "spawn_gloo",
+]

@@ -1,0 +1,172 @@
+"""Communication for the time-parallel solvers, over a ``torch.distributed`` group.
+
+The solver is written once against :class:`Comm`; :class:`SerialComm` is the one-rank
+case (no messages), :class:`GroupComm` sends boundary states to neighbours and reduces
+norms over a process group (Gloo on CPU, NCCL on GPU). Every wait has a timeout, so a
+rank that died or hangs is an error on its peers, never a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+class RankTimeoutError(RuntimeError):
+    """A peer rank did not answer within the timeout (it died, hung, or diverged)."""
+
+
+class Comm:
+    """One rank, no peers: the serial solver's communicator."""
+
+    rank = 0
+    size = 1
+
+    def isend(self, t: torch.Tensor, dst: int, tag: int) -> Any:  # pragma: no cover
+        raise RuntimeError("a serial communicator has no peers")
+
+    def recv_into(self, buf: torch.Tensor, src: int, tag: int, what: str) -> None:  # pragma: no cover
+        raise RuntimeError("a serial communicator has no peers")
+
+    def wait_all(self, works: list[Any], what: str) -> None:
+        pass
+
+    def all_reduce(self, t: torch.Tensor, op: str, what: str) -> torch.Tensor:
+        return t
+
+    def broadcast(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
+        return t
+
+
+SerialComm = Comm
+
+
+class GroupComm(Comm):
+    """A ``torch.distributed`` process group, with a timeout on every wait."""
+
+    def __init__(self, group: Any = None, timeout: float = 300.0) -> None:
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError(
+                "a distributed solve needs an initialized process group: launch with torchrun "
+                "and call torchpint.core.init_distributed() (or dist.init_process_group) first"
+            )
+        self.group = None if group in (None, "world") else group
+        self.rank = dist.get_rank(self.group)
+        self.size = dist.get_world_size(self.group)
+        self.timeout = timedelta(seconds=float(timeout))
+        self.backend = str(dist.get_backend(self.group))
+        self._ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+
+    def _global(self, r: int) -> int:
+        return r if self.group is None else dist.get_global_rank(self.group, r)
+
+    def _wire(self, t: torch.Tensor) -> torch.Tensor:
+        """Gloo talks CPU tensors; NCCL talks CUDA tensors."""
+        if self.backend == "gloo" and t.device.type != "cpu":
+            return t.detach().cpu()
+        return t.detach().contiguous()
+
+    def _wait(self, work: Any, what: str) -> None:
+        try:
+            work.wait(self.timeout)
+        except RuntimeError as err:
+            raise RankTimeoutError(
+                f"rank {self.rank}: {what} did not complete within "
+                f"{self.timeout.total_seconds():g} s ({err}). A peer rank died, hung, or "
+                "stopped early; check the other ranks' output."
+            ) from err
+
+    def isend(self, t: torch.Tensor, dst: int, tag: int) -> Any:
+        buf = self._wire(t)
+        return (dist.isend(buf, self._global(dst), group=self.group, tag=tag), buf, dst)
+
+    def recv_into(self, buf: torch.Tensor, src: int, tag: int, what: str) -> None:
+        wire = buf if (self.backend != "gloo" or buf.device.type == "cpu") else buf.cpu()
+        work = dist.irecv(wire, self._global(src), group=self.group, tag=tag)
+        self._wait(work, f"receiving {what} from rank {src}")
+        if wire is not buf:
+            buf.copy_(wire)
+
+    def wait_all(self, works: list[Any], what: str) -> None:
+        for work, _buf, dst in works:
+            self._wait(work, f"sending {what} to rank {dst}")
+
+    def all_reduce(self, t: torch.Tensor, op: str, what: str) -> torch.Tensor:
+        wire = self._wire(t).clone()
+        work = dist.all_reduce(wire, op=self._ops[op], group=self.group, async_op=True)
+        self._wait(work, f"all-reduce of {what}")
+        return wire.to(t.device)
+
+    def broadcast(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
+        wire = self._wire(t).clone()
+        work = dist.broadcast(wire, self._global(src), group=self.group, async_op=True)
+        self._wait(work, f"broadcast of {what} from rank {src}")
+        return wire.to(t.device)
+
+
+def make_comm(group: Any, timeout: float) -> Comm:
+    """``None`` -> serial; ``"world"`` or a process group -> distributed."""
+    return Comm() if group is None else GroupComm(group, timeout)
+
+
+def init_distributed(backend: str | None = None, timeout: float = 300.0) -> bool:
+    """Initialize the default process group from torchrun's environment, if there is one.
+
+    Returns True when running distributed (``WORLD_SIZE`` set by torchrun), else False.
+    The backend defaults to NCCL when CUDA is available, Gloo otherwise.
+    """
+    if dist.is_initialized():
+        return True
+    if "WORLD_SIZE" not in os.environ:
+        return False
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+    return True
+
+
+def free_port() -> int:
+    """A free TCP port on localhost, for spawning process groups in tests and benchmarks."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn_entry(rank: int, fn: Callable[..., Any], world: int, port: int, timeout: float,
+                 args: tuple, results: Any) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=world, timeout=timedelta(seconds=timeout)
+    )
+    try:
+        results[rank] = fn(rank, world, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_gloo(fn: Callable[..., Any], world: int, *args: Any, timeout: float = 120.0) -> list:
+    """Run ``fn(rank, world, *args)`` on ``world`` Gloo processes on localhost.
+
+    Returns the list of the ranks' return values (they must be picklable). Used by the
+    tests and benchmarks to compare distributed runs with serial ones.
+    """
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(
+            _spawn_entry,
+            args=(fn, world, free_port(), timeout, args, results),
+            nprocs=world,
+            join=True,
+        )
+        return [results[r] for r in range(world)]
