@@ -14,7 +14,7 @@ import sys
 # name -> (module, one-line help)
 _COMMANDS: dict[str, tuple[str, str]] = {
     "mgrit": ("torchpint.core.cli", "solve a model problem with MGRIT / parareal"),
-    "train-mgrit": ("torchpint.training.cli", "train a network with MGRIT over its optimizer steps"),
+    "train-mgrit": ("torchpint.training.cli", "train a network by MGRIT over its optimizer steps"),
     "train-parareal": ("torchpint.parareal.cli", "train a parareal neural network"),
     "demo": ("torchpint.demo", "the main demo on embedded data (no download, no GPU)"),
 }

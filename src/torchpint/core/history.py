@@ -50,13 +50,33 @@ class MGRITResult:
             "iterations": self.iterations,
             "converged": self.converged,
             "residuals": list(self.residuals),
-            "conv_factors": self.conv_factors,
+            "conv_factors": [None if math.isnan(c) else c for c in self.conv_factors],
             "levels": self.grid.num_levels,
             "steps_per_level": list(self.grid.n),
             "cfactors": list(self.grid.m),
             "step_counts": list(self.step_counts),
             "timings": self.timings,
         }
+
+
+def plot_residuals(histories: dict[str, Sequence[float]], path: str, title: str = "") -> None:
+    """Write a PNG of residual histories (log scale), one line per label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, res in histories.items():
+        ax.semilogy(range(1, len(res) + 1), [max(r, 1e-300) for r in res], "o-", label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("residual 2-norm")
+    ax.set_title(title or "MGRIT residual history")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _per_proc(count: int, procs: int) -> int:

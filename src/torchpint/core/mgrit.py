@@ -50,7 +50,8 @@ class MGRIT:
         timeout: seconds to wait for a peer rank before raising.
         callback: called as ``callback(iteration, residual)`` after each iteration.
         progress: show a tqdm bar over iterations (rank 0).
-        divergence_factor: stop when the residual exceeds this times its smallest value.
+        divergence_factor: stop when the residual exceeds this times its smallest value,
+            or a state exceeds this times max(1, max |u_0|) (``math.inf``: never).
     """
 
     def __init__(
@@ -117,7 +118,7 @@ class MGRIT:
             after = [r for r in range(comm.rank + 1, comm.size) if len(owned[r])]
             self._prev.append(before[-1] if before and len(mine) else None)
             self._next.append(after[0] if after and len(mine) else None)
-        self._owner_last = max(r for r in range(comm.size) if bounds[r][0] <= grid.nt < bounds[r][1])
+        self._owner_last = comm.size - 1  # slabs are contiguous and non-empty
 
         u0 = problem.initial_state()
         if not isinstance(u0, torch.Tensor):
@@ -139,6 +140,10 @@ class MGRIT:
         self._step_counts = [0] * L
         self._step_time = 0.0
         self._iteration = 0
+        # first level seen non-finite / too large in this iteration (for error messages)
+        self._bad_level: int | None = None
+        self._huge_level: int | None = None
+        self._scale = max(1.0, float(self._u0.abs().max()) if self._u0.numel() else 1.0)
         self._residuals: list[float] = []
         self._iter_times: list[float] = []
         self._setup_time = time.perf_counter() - t0
@@ -287,6 +292,7 @@ class MGRIT:
         if self._prev[l] is not None:
             self.comm.recv_into(U[0], self._prev[l], _TAG_SOLVE, f"the coarse solve on level {l}")
         self._sweep(l, max(own.start, 1), own.stop - 1)
+        self._watch(l)
         if self._next[l] is not None:
             work = self.comm.isend(U[-1], self._next[l], _TAG_SOLVE)
             self.comm.wait_all([work], f"the coarse solve on level {l}")
@@ -300,6 +306,7 @@ class MGRIT:
         for _ in range(self._ncf):
             self._c_relax(l)
             self._f_relax(l)
+        self._watch(l)
         self._restrict(l)
         self._cycle(l + 1, cycle, True)
         self._correct(l)
@@ -319,8 +326,23 @@ class MGRIT:
                 self._cycle(l, "V", True)
 
     # -- residual and health ------------------------------------------------------------
+    def _watch(self, l: int) -> None:
+        """Remember the first level whose values turn non-finite or too large."""
+        if not self._count[l] or self._bad_level is not None:
+            return
+        peak = float(self._U[l][1:].abs().amax())
+        if not math.isfinite(peak):
+            self._bad_level = l
+        elif peak > self.divergence_factor * self._scale and self._huge_level is None:
+            self._huge_level = l
+
     def _residual(self) -> tuple[float, torch.Tensor]:
-        """Fine residual norm (all ranks) and the largest |u| per level (for diagnostics)."""
+        """Fine residual norm and, per level, the largest |u| (all ranks agree on both).
+
+        Two entries are appended to the peaks: the first level seen non-finite and the
+        first seen too large during the cycle (as ``L - level``, 0 for none), so every
+        rank raises the same error.
+        """
         U, L = self._U[0], self.grid.num_levels
         sumsq = torch.zeros((), dtype=torch.float64, device=U.device)
         if L > 1:
@@ -337,30 +359,40 @@ class MGRIT:
             torch.nan_to_num(self._U[l][1:].abs().amax().double(), nan=math.inf)
             if self._count[l] else torch.zeros((), dtype=torch.float64, device=U.device)
             for l in range(L)
-        ])
+        ] + [torch.tensor(0.0 if lev is None else L - lev, dtype=torch.float64, device=U.device)
+             for lev in (self._bad_level, self._huge_level)])
+        self._bad_level = self._huge_level = None
         peaks = self.comm.all_reduce(peaks, "max", "the state magnitude")
         return math.sqrt(float(total.item())), peaks.cpu()
 
-    def _check_divergence(self, res: float, peaks: torch.Tensor, last: torch.Tensor | None) -> None:
+    def _check_divergence(self, res: float, peaks: torch.Tensor) -> None:
         hint = getattr(self.problem, "divergence_hint", "")
         hint = f" Likely cause: {hint}" if hint else ""
-        k = self._iteration
-        if not math.isfinite(res) or not torch.isfinite(peaks).all():
-            bad = [l for l in range(len(peaks)) if not math.isfinite(float(peaks[l]))]
-            where = f"on level {bad[-1]} (level 0 is the fine grid; {len(peaks)} levels)" if bad \
-                else "in the residual"
+        k, L, factor = self._iteration, self.grid.num_levels, self.divergence_factor
+        levels = f"(level 0 is the fine grid; {L} levels)"
+        first_bad, first_huge = int(peaks[-2]), int(peaks[-1])
+        peaks = peaks[:-2]
+        if not math.isfinite(res) or first_bad or not torch.isfinite(peaks).all():
+            bad = L - first_bad if first_bad else min(
+                (l for l in range(L) if not math.isfinite(float(peaks[l]))), default=None)
+            where = f"first on level {bad} {levels}" if bad is not None else "in the residual"
             raise DivergenceError(
                 f"MGRIT diverged at iteration {k}: the residual is {res}; non-finite values "
                 f"appear {where}.{hint}"
             )
+        huge = [l for l in range(L) if float(peaks[l]) > factor * self._scale]
+        if huge or first_huge:
+            first = L - first_huge if first_huge else huge[0]
+            raise DivergenceError(
+                f"MGRIT diverged at iteration {k}: the state exceeded {factor:g} x max(1, "
+                f"|u_0|) first on level {first} {levels} and reached |u| = "
+                f"{float(peaks.max()):.3e}; the residual is {res:.3e}.{hint}"
+            )
         best = min(self._residuals[:-1], default=math.inf)
-        if res > self.divergence_factor * best:
-            growth = peaks / last.clamp_min(1e-300) if last is not None else peaks
-            l = int(torch.argmax(growth))
+        if res > factor * best:
             raise DivergenceError(
                 f"MGRIT diverged at iteration {k}: the residual grew from {best:.3e} to "
-                f"{res:.3e} (more than {self.divergence_factor:g}x); the state grew most on "
-                f"level {l} (level 0 is the fine grid).{hint}"
+                f"{res:.3e} (more than {factor:g}x).{hint}"
             )
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -398,26 +430,30 @@ class MGRIT:
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 1,
         resume: bool = False,
+        initial: torch.Tensor | None = None,
     ) -> MGRITResult:
         """Iterate until the residual is below ``tol`` or ``max_iter`` iterations.
 
-        With ``checkpoint`` the fine iterate is saved every ``checkpoint_every``
-        iterations (one file per rank); ``resume=True`` continues from that file when
-        it exists, so finished iterations are not lost.
+        ``initial`` is an initial guess at all ``nt + 1`` fine points (each rank takes its
+        slab; point 0 is replaced by the initial state). With ``checkpoint`` the fine
+        iterate is saved every ``checkpoint_every`` iterations (one file per rank);
+        ``resume=True`` continues from that file when it exists, so finished iterations
+        are not lost.
         """
         t_solve = time.perf_counter()
         resumed = False
         if checkpoint is not None and resume and self._ckpt_path(checkpoint).exists():
             self.load_state_dict(torch.load(self._ckpt_path(checkpoint), weights_only=False))
             resumed = True
-        if self.nested and not resumed and self._iteration == 0:
+        if initial is not None and not resumed and self._iteration == 0:
+            self._set_initial(initial)
+        elif self.nested and not resumed and self._iteration == 0:
             self._nested_iteration()
         bar = None
         if self.progress and self.comm.rank == 0:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.max_iter, initial=self._iteration, desc="MGRIT", unit="it")
-        last_peaks = None
         converged = bool(self._residuals) and self._residuals[-1] <= self.tol
         try:
             while not converged and self._iteration < self.max_iter:
@@ -427,8 +463,7 @@ class MGRIT:
                 res, peaks = self._residual()
                 self._residuals.append(res)
                 self._iter_times.append(time.perf_counter() - t_it)
-                self._check_divergence(res, peaks, last_peaks)
-                last_peaks = peaks
+                self._check_divergence(res, peaks)
                 converged = res <= self.tol
                 if bar is not None:
                     bar.update(1)
@@ -443,6 +478,20 @@ class MGRIT:
             if bar is not None:
                 bar.close()
         return self._result(converged, time.perf_counter() - t_solve)
+
+    def _set_initial(self, initial: torch.Tensor) -> None:
+        want = (self.grid.nt + 1, *self._u0.shape)
+        if tuple(initial.shape) != want:
+            raise ValueError(
+                f"initial guess has shape {tuple(initial.shape)}; expected {want} "
+                "(all fine points, t_0 and t_N included)"
+            )
+        own = self._owned(0)
+        self._U[0][1:] = initial[own.start : own.stop].to(self._U[0])
+        if own.start > 0:
+            self._U[0][0] = initial[own.start - 1].to(self._U[0])
+        if own.start == 0:
+            self._U[0][1] = self._u0
 
     def _save(self, checkpoint: str | Path) -> None:
         path = self._ckpt_path(checkpoint)

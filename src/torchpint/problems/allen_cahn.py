@@ -11,7 +11,7 @@ from torchpint.problems.heat1d import laplacian_1d
 
 
 class AllenCahn(Problem):
-    """u_t = eps u_xx + u - u^3 on [0, 1], u = 0 at both ends, u(0, x) = 0.9 sin(3 pi x) + 0.1 x(1-x).
+    """u_t = eps u_xx + u - u^3 on [0, 1], u = 0 at the ends, u(0) = 0.9 sin(3 pi x) + 0.1 x(1 - x).
 
     Semi-implicit Euler (diffusion implicit, reaction explicit): the step
     (I - dt eps L) u_{i+1} = u_i + dt (u_i - u_i^3) is nonlinear in u_i, so MGRIT needs

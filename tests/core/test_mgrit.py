@@ -1,0 +1,225 @@
+import pytest
+import torch
+
+from torchpint.core import (
+    MGRIT,
+    DivergenceError,
+    FunctionProblem,
+    Parareal,
+    Problem,
+    serial_solve,
+)
+from torchpint.problems import AllenCahn, Dahlquist, Heat1D
+
+
+def _close(a, b, tol=1e-9):
+    return float((a - b).abs().max()) <= tol * max(1.0, float(b.abs().max()))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Dahlquist(nt=128),
+    lambda: Heat1D(nt=128, nx=17),
+    lambda: AllenCahn(nt=128, nx=17),  # nonlinear: the FAS path
+])
+@pytest.mark.parametrize("kw", [
+    dict(cycle="V", relax="F"),
+    dict(cycle="V", relax="FCF"),
+    dict(cycle="F", relax="FCF", cf_iter=2),
+    dict(cycle="F", relax="F", nested=True),
+    dict(levels=2, cfactor=8, relax="FCF"),
+    dict(cfactor=[4, 2], levels=3),
+    dict(cfactor=3),  # 128 is not a multiple of 3: trailing F-points
+])
+def test_converges_to_serial_time_stepping(make, kw):
+    p = make()
+    res = MGRIT(p, tol=1e-11, max_iter=60, **kw).solve()
+    assert res.converged and res.residuals[-1] <= 1e-11
+    assert res.iterations < 30
+    assert _close(res.u, serial_solve(p))
+    assert torch.equal(res.final, res.u[-1])
+
+
+@pytest.mark.parametrize("kw", [dict(cycle="V", relax="FCF"), dict(cycle="F"), dict(levels=2)])
+def test_serial_solution_is_a_fixed_point(kw):
+    p = Heat1D(nt=64, nx=17)
+    exact = serial_solve(p)
+    res = MGRIT(p, max_iter=2, tol=1e-300, **kw).solve(initial=exact)
+    assert res.residuals[0] <= 1e-15 * float(exact.norm())
+    assert _close(res.u, exact, 1e-14)
+
+
+def test_zero_initial_guess_residual_is_positive():
+    res = MGRIT(Heat1D(nt=64, nx=17), max_iter=1).solve()
+    assert res.residuals[0] > 1e-3
+
+
+def _poor_coarse_problem(nt):
+    """A forced linear ODE whose coarse propagator is poor: only finite termination helps."""
+    u0 = torch.tensor([1.0, -0.5], dtype=torch.float64)
+    rot = torch.tensor([[0.98, 0.2], [-0.2, 0.98]], dtype=torch.float64)
+    fine = lambda u, i: rot @ u + 0.05 * torch.tensor([1.0, float(i % 3)], dtype=torch.float64)  # noqa: E731
+    coarse = lambda u, i: 0.5 * u  # noqa: E731
+    return FunctionProblem(u0, [fine, coarse], nt)
+
+
+@pytest.mark.parametrize("relax, bound", [
+    ("F", lambda n, m: n // m), ("FCF", lambda n, m: -(-n // (2 * m))),
+])
+@pytest.mark.parametrize("m", [2, 4])
+def test_two_level_finite_termination(relax, bound, m):
+    p = _poor_coarse_problem(48)
+    n, exact = p.nt, serial_solve(p)
+    k = bound(n, m)
+    res = MGRIT(p, levels=2, cfactor=m, relax=relax, tol=1e-300, max_iter=k).solve()
+    assert res.iterations <= k  # an exactly zero residual may stop it one iteration early
+    assert _close(res.u, exact, 1e-13)
+    early = MGRIT(p, levels=2, cfactor=m, relax=relax, tol=1e-300, max_iter=k - 2).solve()
+    assert not _close(early.u, exact, 1e-8)  # not exact before the bound: the test can fail
+
+
+@pytest.mark.parametrize("lam", [-1.0, -10.0, -100.0])
+@pytest.mark.parametrize("m", [2, 4, 8])
+@pytest.mark.parametrize("relax", ["F", "FCF"])
+def test_dobrev_two_level_bound(lam, m, relax):
+    """Measured convergence factors sit just below max|lam^m - mu| / (1 - |mu|) (x |lam|^m)."""
+    p = Dahlquist(nt=1024, t_stop=10.0, lam=lam)
+    dt = p.dt(0)
+    a, mu = p.amplification(dt), p.amplification(m * dt)
+    bound = abs(a**m - mu) / (1 - abs(mu)) * (abs(a) ** m if relax == "FCF" else 1.0)
+    res = MGRIT(p, levels=2, cfactor=m, relax=relax, tol=1e-300, max_iter=4).solve()
+    r = res.residuals
+    factors = [r[k] / r[k - 1] for k in range(1, len(r)) if r[k] > 1e-12]
+    assert factors
+    for f in factors:
+        assert 0.5 * bound <= f <= 1.15 * bound
+
+
+def _classic_parareal(u0, fine, coarse, slices, iters):
+    """U^{k+1}_{j+1} = G(U^{k+1}_j) + F(U^k_j) - G(U^k_j), from U^0 = (u0, 0, ...)."""
+    U = [u0] + [torch.zeros_like(u0)] * slices
+    for _ in range(iters):
+        F = [fine(U[j], j) for j in range(slices)]
+        G = [coarse(U[j], j) for j in range(slices)]
+        new = [u0]
+        for j in range(slices):
+            new.append(coarse(new[j], j) + F[j] - G[j])
+        U = new
+    return torch.stack(U)
+
+
+def test_parareal_is_classic_parareal():
+    p = Heat1D(nt=40, nx=9)
+    slices, m = 5, 8
+
+    def fine(u, j):
+        for i in range(m):
+            u = p.step(u, j * m + i, 0)
+        return u
+
+    for k in (1, 2, 3):
+        solver = Parareal(p, slices, tol=1e-300, max_iter=k)
+        res = solver.solve()
+        coarse = lambda u, j: p.step(u, j, 1)  # noqa: E731 (bound after the grid exists)
+        ref = _classic_parareal(p.initial_state(), fine, coarse, slices, k)
+        assert _close(res.u[::m], ref, 1e-12)
+    assert _close(Parareal(p, slices, tol=1e-12).solve().u, serial_solve(p))
+
+
+def test_function_problem_with_parareal():
+    u0 = torch.tensor([1.0], dtype=torch.float64)
+    p = FunctionProblem(u0, [lambda u, i: 0.99 * u, lambda u, i: 0.99**4 * u + 1e-3], nt=32)
+    res = Parareal(p, slices=8, tol=1e-12).solve()
+    assert res.converged and _close(res.u, serial_solve(p))
+
+
+@pytest.mark.parametrize("kwargs, err, msg", [
+    (dict(cfactor=1), ValueError, "cfactor"),
+    (dict(tol=0.0), ValueError, "tol"),
+    (dict(tol=float("nan")), ValueError, "tol"),
+    (dict(max_iter=0), ValueError, "max_iter"),
+    (dict(cycle="W"), ValueError, "cycle"),
+    (dict(relax="C"), ValueError, "relax"),
+    (dict(cf_iter=0), ValueError, "cf_iter"),
+    (dict(levels=9), ValueError, "cannot make 9 levels"),
+])
+def test_bad_settings(kwargs, err, msg):
+    with pytest.raises(err, match=msg):
+        MGRIT(Dahlquist(nt=16), **kwargs)
+
+
+class _Bad(Problem):
+    def __init__(self, kind):
+        super().__init__(16)
+        self.kind = kind
+
+    def initial_state(self):
+        return torch.ones(3, dtype=torch.float64)
+
+    def step(self, u, i, level):
+        if self.kind == "shape" and level == 1:
+            return torch.ones(4, dtype=torch.float64)
+        if self.kind == "dtype":
+            return u.float()
+        if self.kind == "inplace":
+            return u.mul_(0.5)
+        if self.kind == "nan" and level == 2 and i == 1:
+            return u * float("nan")
+        return 0.5 * u
+
+
+@pytest.mark.parametrize("kind, msg", [
+    ("shape", r"level=1\) returned shape \(4,\)"),
+    ("dtype", "dtype torch.float32"),
+    ("inplace", "in place"),
+])
+def test_step_contract_is_checked_at_construction(kind, msg):
+    with pytest.raises(ValueError, match=msg):
+        MGRIT(_Bad(kind))
+
+
+def test_nan_stops_with_iteration_and_level():
+    with pytest.raises(DivergenceError, match=r"iteration 1.*non-finite .* first on level 2"):
+        MGRIT(_Bad("nan"), max_iter=10).solve()
+
+
+def test_exploding_state_stops_at_once_with_hint():
+    # forward Euler with lambda dt = -0.6: stable on the fine grid, unstable from level 2 on
+    p = Dahlquist(nt=512, t_stop=512 * 0.6, method="FE")
+    p.divergence_hint = "the coarse propagator is unstable"
+    with pytest.raises(DivergenceError, match=r"iteration 1: the state .* level [2-9] .*unstable"):
+        MGRIT(p, tol=1e-300, max_iter=100).solve()
+
+
+def test_growing_residual_stops_early():
+    # states stay bounded (|u| < 3 x 10) but the residual jumps up: a noisy coarse level
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(400, dtype=torch.float64, generator=g)
+    fine = lambda u, i: 0.9 * u  # noqa: E731
+    coarse = lambda u, i: torch.tanh(5 * u) + noise[i]  # noqa: E731
+    p = FunctionProblem(torch.tensor([10.0], dtype=torch.float64), [fine, coarse], nt=400)
+    with pytest.raises(DivergenceError, match=r"iteration \d: the residual grew from"):
+        MGRIT(p, levels=2, tol=1e-300, max_iter=100, divergence_factor=3).solve()
+
+
+def test_checkpoint_and_resume_lose_no_iteration(tmp_path):
+    p = AllenCahn(nt=64, nx=17)
+    full = MGRIT(p, cycle="F", tol=1e-12, max_iter=30).solve()
+    ckpt = tmp_path / "mgrit.pt"
+    part = MGRIT(p, cycle="F", tol=1e-12, max_iter=3).solve(checkpoint=ckpt)
+    assert part.iterations == 3 and ckpt.exists()
+    rest = MGRIT(p, cycle="F", tol=1e-12, max_iter=30).solve(checkpoint=ckpt, resume=True)
+    assert rest.residuals[:3] == part.residuals
+    assert rest.residuals == pytest.approx(full.residuals, rel=1e-12, abs=0)
+    assert torch.equal(rest.u, full.u)
+    with pytest.raises(ValueError, match="checkpoint does not match"):
+        MGRIT(AllenCahn(nt=32, nx=17)).solve(checkpoint=ckpt, resume=True)
+
+
+def test_result_reports_history_and_timings():
+    res = MGRIT(Heat1D(nt=64, nx=17), tol=1e-8).solve()
+    assert len(res.conv_factors) == res.iterations - 1
+    assert all(0 < f < 1 for f in res.conv_factors)
+    assert len(res.timings["iterations"]) == res.iterations
+    assert res.step_counts[0] > 0 and len(res.step_counts) == res.grid.num_levels
+    d = res.to_dict()
+    assert d["iterations"] == res.iterations and d["residuals"] == res.residuals
