@@ -6,11 +6,10 @@ import math
 
 import torch
 
-from torchpint.core.problem import Problem
-from torchpint.problems.heat1d import laplacian_1d
+from torchpint.problems.heat1d import ImplicitDiffusion1D
 
 
-class AllenCahn(Problem):
+class AllenCahn(ImplicitDiffusion1D):
     """u_t = eps u_xx + u - u^3 on [0, 1], u = 0 at the ends, u(0) = 0.9 sin(3 pi x) + 0.1 x(1 - x).
 
     Semi-implicit Euler (diffusion implicit, reaction explicit): the step
@@ -28,24 +27,17 @@ class AllenCahn(Problem):
         dtype: torch.dtype = torch.float64,
         device: str | torch.device = "cpu",
     ) -> None:
-        super().__init__(nt, t_start, t_stop)
-        self.nx, self.eps = int(nx), float(eps)
-        x = torch.linspace(0.0, 1.0, self.nx, dtype=dtype, device=device)
-        self._lap = laplacian_1d(self.nx, dtype).to(device)
+        super().__init__(nt, nx, t_start, t_stop, eps, dtype, device)
+        self.eps = float(eps)
+        x = self.x
         self._u0 = 0.9 * torch.sin(3 * math.pi * x) + 0.1 * x * (1 - x)
         self._u0[0] = self._u0[-1] = 0.0
-        self._lu: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def initial_state(self) -> torch.Tensor:
         return self._u0
 
     def step(self, u: torch.Tensor, i: int, level: int) -> torch.Tensor:
         dt = self.dt(i, level)
-        key = round(dt, 15)
-        if key not in self._lu:
-            eye = torch.eye(self.nx, dtype=self._lap.dtype, device=self._lap.device)
-            self._lu[key] = torch.linalg.lu_factor(eye - dt * self.eps * self._lap)
-        lu, piv = self._lu[key]
         rhs = u + dt * (u - u**3)
         rhs[0] = rhs[-1] = 0.0
-        return torch.linalg.lu_solve(lu, piv, rhs.unsqueeze(-1)).squeeze(-1)
+        return self._implicit_solve(rhs, dt)

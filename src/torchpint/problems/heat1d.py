@@ -14,22 +14,43 @@ def laplacian_1d(nx: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     if nx < 3:
         raise ValueError(f"nx must be >= 3 (two boundary points and an interior), got {nx}")
     h = 1.0 / (nx - 1)
-    n = nx - 2
     lap = torch.zeros((nx, nx), dtype=dtype)
     idx = torch.arange(1, nx - 1)
     lap[idx, idx] = -2.0 / h**2
     lap[idx[1:], idx[1:] - 1] = 1.0 / h**2
     lap[idx[:-1], idx[:-1] + 1] = 1.0 / h**2
-    assert n == len(idx)
     return lap
 
 
-class Heat1D(Problem):
+class ImplicitDiffusion1D(Problem):
+    """Shared part of the 1-D problems: grid, Laplacian, and (I - dt c L) solves.
+
+    The LU factorization is cached per step size, so every level (step size m^l dt)
+    costs one triangular solve pair per step.
+    """
+
+    def __init__(self, nt: int, nx: int, t_start: float, t_stop: float, coef: float,
+                 dtype: torch.dtype, device: str | torch.device) -> None:
+        super().__init__(nt, t_start, t_stop)
+        self.nx, self.coef = int(nx), float(coef)
+        self.x = torch.linspace(0.0, 1.0, self.nx, dtype=dtype, device=device)
+        self._lap = laplacian_1d(self.nx, dtype).to(device)
+        self._lu: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _implicit_solve(self, rhs: torch.Tensor, dt: float) -> torch.Tensor:
+        """Solve (I - dt coef L) u = rhs."""
+        key = round(dt, 15)
+        if key not in self._lu:
+            eye = torch.eye(self.nx, dtype=self._lap.dtype, device=self._lap.device)
+            self._lu[key] = torch.linalg.lu_factor(eye - dt * self.coef * self._lap)
+        lu, piv = self._lu[key]
+        return torch.linalg.lu_solve(lu, piv, rhs.unsqueeze(-1)).squeeze(-1)
+
+
+class Heat1D(ImplicitDiffusion1D):
     """u_t = a u_xx, homogeneous Dirichlet, u(0, x) = sin(pi x); backward Euler in time.
 
-    The state has ``nx`` entries, boundaries included (they stay 0). One step solves
-    (I - dt a L) u_{i+1} = u_i with an LU factorization cached per step size, so every
-    level (step size m^l dt) costs one triangular solve pair per step.
+    The state has ``nx`` entries, boundaries included (they stay 0).
     """
 
     def __init__(
@@ -42,13 +63,10 @@ class Heat1D(Problem):
         dtype: torch.dtype = torch.float64,
         device: str | torch.device = "cpu",
     ) -> None:
-        super().__init__(nt, t_start, t_stop)
-        self.nx, self.a = int(nx), float(a)
-        self.x = torch.linspace(0.0, 1.0, self.nx, dtype=dtype, device=device)
-        self._lap = laplacian_1d(self.nx, dtype).to(device)
+        super().__init__(nt, nx, t_start, t_stop, a, dtype, device)
+        self.a = float(a)
         self._u0 = torch.sin(math.pi * self.x)
         self._u0[0] = self._u0[-1] = 0.0
-        self._lu: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def initial_state(self) -> torch.Tensor:
         return self._u0
@@ -57,13 +75,5 @@ class Heat1D(Problem):
         """The PDE's solution at time t (for discretization-error checks)."""
         return math.exp(-self.a * math.pi**2 * t) * self._u0
 
-    def _factor(self, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
-        key = round(dt, 15)
-        if key not in self._lu:
-            eye = torch.eye(self.nx, dtype=self._lap.dtype, device=self._lap.device)
-            self._lu[key] = torch.linalg.lu_factor(eye - dt * self.a * self._lap)
-        return self._lu[key]
-
     def step(self, u: torch.Tensor, i: int, level: int) -> torch.Tensor:
-        lu, piv = self._factor(self.dt(i, level))
-        return torch.linalg.lu_solve(lu, piv, u.unsqueeze(-1)).squeeze(-1)
+        return self._implicit_solve(u, self.dt(i, level))
