@@ -1,0 +1,261 @@
+"""Wall time of one training step (forward + backward + SGD update): original vs parareal.
+
+CPU (always): the original network on 1 thread (the paper's comparison: one device per
+chunk against one device) and on all cores as intra-op threads (the honest comparison on
+this machine), against its parareal version with N chunks on the ``threads`` executor (one
+intra-op thread per chunk). Repetitions are interleaved (A, B, C, B, C, A, ...) and the
+median is reported, so drift in machine load hits all variants alike. Beside the measured
+speedup: the ideal one from the measured chunk costs (Amdahl, with the serial coarse
+sweeps: ``PararealNetwork.cost_report``) and the parameter overhead of the coarse nets.
+
+GPU (when available): N = 1..#GPUs with the ``devices`` executor against the original on
+one GPU, with the peak memory of each.
+
+    python benchmarks/bench_parareal.py --json benchmarks/results/bench_parareal.json
+    python benchmarks/bench_parareal.py --quick        # a short check that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchpint.models import build_model
+from torchpint.parareal import parareal
+
+# name -> (model preset, depth, width, image size, batch size)
+CONFIGS: dict[str, tuple[str, int | None, int, int, int]] = {
+    "resnet": ("resnet", 164, 16, 32, 32),  # ResNet-164 (bottleneck, 54 blocks)
+    "vgg": ("vgg16", None, 32, 32, 64),  # VGG-16-BN at half the paper's width
+}
+QUICK: dict[str, tuple[str, int | None, int, int, int]] = {
+    "resnet": ("resnet", 20, 8, 16, 16),
+    "vgg": ("vgg16", None, 8, 16, 16),
+}
+
+
+def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One SGD training step on the fixed batch ``(x, y)``."""
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    model.train()
+
+    def step() -> None:
+        out = model(x)
+        loss = F.cross_entropy(out, y.to(out.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _time(step: Callable[[], None], threads: int | None) -> float:
+    if threads is not None:
+        torch.set_num_threads(threads)
+    _sync()
+    t0 = time.perf_counter()
+    step()
+    _sync()
+    return time.perf_counter() - t0
+
+
+def _interleaved(
+    variants: dict[str, tuple[Callable[[], None], int | None]], reps: int, warmup: int
+) -> dict[str, list[float]]:
+    """Time each variant ``reps`` times, rotating the order every round."""
+    names = list(variants)
+    for _ in range(warmup):
+        for n in names:
+            _time(*variants[n])
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(reps):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for n in order:
+            times[n].append(_time(*variants[n]))
+    return times
+
+
+def _summary(ts: list[float]) -> dict[str, float]:
+    return {
+        "median_s": statistics.median(ts),
+        "min_s": min(ts),
+        "max_s": max(ts),
+        "reps": len(ts),
+    }
+
+
+def _batch(cfg: tuple, in_channels: int = 3, device: str = "cpu") -> tuple[torch.Tensor, ...]:
+    _, _, _, size, bs = cfg
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(bs, in_channels, size, size, generator=g)
+    y = torch.randint(0, 10, (bs,), generator=g)
+    return x.to(device), y.to(device)
+
+
+def bench_cpu(
+    name: str, cfg: tuple, parts: int, reps: int, warmup: int, cores: int, balance: str
+) -> dict[str, Any]:
+    """Original (1 thread, all cores) vs parareal on the threads executor."""
+    preset, depth, width, size, bs = cfg
+    torch.manual_seed(0)
+    model = build_model(preset, depth=depth, width=width, num_classes=10, in_channels=3)
+    x, y = _batch(cfg)
+    orig1 = copy.deepcopy(model)
+    origall = copy.deepcopy(model)
+    torch.set_num_threads(1)  # chunk costs and balance as each chunk will run: one thread
+    net = parareal(model, parts, balance=balance, example_input=x, executor="threads")
+    report = net.cost_report(x)
+    torch.set_num_threads(cores)
+    variants = {
+        "original_1_thread": (_step_fn(orig1, x, y), 1),
+        f"original_{cores}_threads": (_step_fn(origall, x, y), cores),
+        "parareal": (_step_fn(net, x, y), cores),  # threads executor: cores // N per chunk
+    }
+    times = _interleaved(variants, reps, warmup)
+    torch.set_num_threads(cores)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "config": name,
+        "model": preset,
+        "depth": depth,
+        "width": width,
+        "image_size": size,
+        "batch_size": bs,
+        "parts": parts,
+        "cores": cores,
+        "cut_points": [b for _, b in net.block_ranges[:-1]],
+        "times": {k: _summary(v) for k, v in times.items()},
+        "speedup_vs_1_thread": med["original_1_thread"] / med["parareal"],
+        "speedup_vs_all_cores": med[f"original_{cores}_threads"] / med["parareal"],
+        "ideal_speedup": report["ideal_speedup"],
+        "ideal_speedup_flops": report["ideal_speedup_flops"],
+        "coarse_param_overhead": report["coarse_param_overhead"],
+        "params_original": sum(p.numel() for p in orig1.parameters()),
+        "params_parareal": report["params"],
+        "coarse_relative_time": [c["relative_time"] for c in report["chunks"]],
+    }
+
+
+def bench_gpu(name: str, cfg: tuple, reps: int, warmup: int, balance: str) -> list[dict]:
+    """The devices executor on N = 1..#GPUs against the original on one GPU."""
+    n_gpu = torch.cuda.device_count()
+    rows = []
+    preset, depth, width, size, bs = cfg
+    x, y = _batch(cfg, device="cuda:0")
+    torch.manual_seed(0)
+    base = build_model(preset, depth=depth, width=width, num_classes=10, in_channels=3)
+    orig = copy.deepcopy(base).to("cuda:0")
+    torch.cuda.reset_peak_memory_stats()
+    t_orig = _interleaved({"o": (_step_fn(orig, x, y), None)}, reps, warmup)["o"]
+    mem_orig = torch.cuda.max_memory_allocated(0)
+    del orig
+    for n in range(1, n_gpu + 1):
+        model = copy.deepcopy(base).to("cuda:0")
+        devs = [f"cuda:{j}" for j in range(n)]
+        net = parareal(model, n, balance=balance, example_input=x)
+        report = net.cost_report(x)
+        net.set_executor("devices", devices=devs)
+        for j in range(n_gpu):
+            torch.cuda.reset_peak_memory_stats(j)
+        t = _interleaved({"p": (_step_fn(net, x, y), None)}, reps, warmup)["p"]
+        mem = [torch.cuda.max_memory_allocated(j) for j in range(n)]
+        rows.append(
+            {
+                "config": name,
+                "parts": n,
+                "devices": devs,
+                "original": _summary(t_orig),
+                "parareal": _summary(t),
+                "speedup": statistics.median(t_orig) / statistics.median(t),
+                "ideal_speedup": report["ideal_speedup"],
+                "coarse_param_overhead": report["coarse_param_overhead"],
+                "memory_original_bytes": mem_orig,
+                "memory_parareal_bytes": mem,
+                "memory_overhead": sum(mem) / max(mem_orig, 1) - 1.0,
+            }
+        )
+        del net, model
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--parts", type=int, default=2, help="chunks N on the CPU (default 2)")
+    p.add_argument("--reps", type=int, default=7, help="timed repetitions per variant")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--balance", default="time", choices=("time", "flops", "blocks"))
+    p.add_argument("--quick", action="store_true", help="tiny models, 3 reps: checks it runs")
+    p.add_argument("--no-gpu", action="store_true", help="skip the GPU part")
+    p.add_argument("--json", default=None, metavar="PATH")
+    args = p.parse_args(argv)
+    configs = QUICK if args.quick else CONFIGS
+    reps, warmup = (3, 1) if args.quick else (args.reps, args.warmup)
+
+    out: dict[str, Any] = {
+        "machine": {
+            "cpu_cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        },
+        "cpu": [],
+        "gpu": [],
+    }
+    hdr = (
+        f"{'config':8} {'N':>2} {'orig 1 thr':>11} {'orig all':>10} {'parareal':>10} "
+        f"{'vs 1 thr':>9} {'vs all':>7} {'ideal':>6} {'coarse params':>14}"
+    )
+    print(f"CPU, one training step, median of {reps} interleaved repetitions (ms)")
+    print(hdr)
+    for name in args.configs:
+        r = bench_cpu(name, configs[name], args.parts, reps, warmup, args.cores, args.balance)
+        out["cpu"].append(r)
+        t = {k: 1e3 * v["median_s"] for k, v in r["times"].items()}
+        print(
+            f"{name:8} {args.parts:>2} {t['original_1_thread']:>11.1f} "
+            f"{t[f'original_{args.cores}_threads']:>10.1f} {t['parareal']:>10.1f} "
+            f"{r['speedup_vs_1_thread']:>8.2f}x {r['speedup_vs_all_cores']:>6.2f}x "
+            f"{r['ideal_speedup']:>5.2f}x {100 * r['coarse_param_overhead']:>13.1f}%"
+        )
+    if torch.cuda.is_available() and not args.no_gpu:
+        print("\nGPU, devices executor (ms, peak memory MiB)")
+        for name in args.configs:
+            for r in bench_gpu(name, configs[name], reps, warmup, args.balance):
+                out["gpu"].append(r)
+                print(
+                    f"{name:8} N={r['parts']} original {1e3 * r['original']['median_s']:.1f} "
+                    f"parareal {1e3 * r['parareal']['median_s']:.1f} speedup "
+                    f"{r['speedup']:.2f}x ideal {r['ideal_speedup']:.2f}x memory "
+                    f"{r['memory_original_bytes'] / 2**20:.0f} -> "
+                    f"{sum(r['memory_parareal_bytes']) / 2**20:.0f} "
+                    f"(+{100 * r['memory_overhead']:.0f}%)"
+                )
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""Data sets for torchpint's training commands, as deterministic torch DataLoaders.
+
+- ``digits`` (default, embedded): scikit-learn's 8x8 handwritten digits, upscaled.
+- ``shapes`` (embedded): procedurally drawn geometric shapes in colour, with noise.
+- ``cifar10``, ``cifar100``, ``svhn``, ``mnist``: torchvision, read from ``data_root``,
+  never downloaded (``pip install torchvision``).
+
+Shuffling is keyed by (seed, epoch) through ``EpochSampler``, not by global RNG state, so
+every rank of a distributed run sees the same batches and a resumed run sees the batches an
+uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from torchpint.data.embedded import SHAPE_CLASSES, digits_datasets, shapes_datasets
+from torchpint.data.vision import VISION_SPECS, resolve_root, vision_datasets
+
+EMBEDDED: tuple[str, ...] = ("digits", "shapes")
+DATASET_NAMES: tuple[str, ...] = EMBEDDED + tuple(VISION_SPECS)
+
+# name -> (default image size, channels, classes)
+_EMBEDDED_DEFAULTS: dict[str, tuple[int, int, int]] = {
+    "digits": (16, 1, 10),
+    "shapes": (32, 3, len(SHAPE_CLASSES)),
+}
+
+
+class EpochSampler(Sampler[int]):
+    """A random permutation of ``range(n)`` that depends only on ``(seed, epoch)``.
+
+    Call ``set_epoch(e)`` before iterating epoch ``e`` (as with ``DistributedSampler``).
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed derived from ``(seed, epoch)``; distinct pairs give distinct seeds."""
+    return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**63 - 1)
+
+
+@dataclass
+class DataBundle:
+    """Train and test loaders plus what a model needs to know about the data."""
+
+    name: str
+    train: DataLoader
+    test: DataLoader
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+    @property
+    def sampler(self) -> EpochSampler:
+        """The training loader's sampler (``set_epoch`` before each epoch)."""
+        s = self.train.sampler
+        assert isinstance(s, EpochSampler)
+        return s
+
+
+def load_datasets(
+    name: str,
+    *,
+    data_root: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    seed: int = 0,
+    augment: bool = True,
+    **kwargs: object,
+) -> tuple[Dataset, Dataset, int, int, int]:
+    """``(train, test, num_classes, in_channels, image_size)`` for data set ``name``.
+
+    ``channels`` is for the embedded sets (1 or 3); torchvision sets keep their own.
+    ``kwargs`` go to ``shapes_datasets`` (``num_train``, ``num_test``, ``noise``).
+    """
+    key = name.lower()
+    if key not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    if key in _EMBEDDED_DEFAULTS:
+        size0, ch0, classes = _EMBEDDED_DEFAULTS[key]
+        size = size0 if image_size is None else int(image_size)
+        ch = ch0 if channels is None else int(channels)
+        if key == "digits":
+            if kwargs:
+                raise TypeError(f"digits takes no options {sorted(kwargs)}")
+            train, test = digits_datasets(size, ch, seed=seed)
+        else:
+            train, test = shapes_datasets(size, ch, seed=seed, **kwargs)  # type: ignore[arg-type]
+        return train, test, classes, ch, size
+    if channels is not None and channels != VISION_SPECS[key].channels:
+        raise ValueError(f"{key} has {VISION_SPECS[key].channels} channels, not {channels}")
+    if kwargs:
+        raise TypeError(f"{key} takes no options {sorted(kwargs)}")
+    train, test = vision_datasets(key, data_root, image_size=image_size, augment=augment)
+    spec = VISION_SPECS[key]
+    return train, test, spec.num_classes, spec.channels, image_size or spec.size
+
+
+def make_loaders(
+    name: str = "digits",
+    *,
+    data_root: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    batch_size: int = 64,
+    test_batch_size: int | None = None,
+    seed: int = 0,
+    num_workers: int = 0,
+    augment: bool = True,
+    drop_last: bool = True,
+    **kwargs: object,
+) -> DataBundle:
+    """Deterministic train/test ``DataLoader``s for ``name`` (see ``DATASET_NAMES``).
+
+    The training loader uses an ``EpochSampler`` seeded by ``seed`` and drops the last
+    incomplete batch (equal batches keep step times and BN statistics comparable).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    train, test, classes, ch, size = load_datasets(
+        name,
+        data_root=data_root,
+        image_size=image_size,
+        channels=channels,
+        seed=seed,
+        augment=augment,
+        **kwargs,
+    )
+    n = len(train)  # type: ignore[arg-type]
+    if drop_last and n < batch_size:
+        raise ValueError(f"batch_size {batch_size} is larger than the {n} training images")
+    sampler = EpochSampler(n, seed)
+    train_loader = DataLoader(
+        train, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=num_workers
+    )
+    test_loader = DataLoader(
+        test,
+        batch_size=test_batch_size or max(batch_size, 256),
+        shuffle=False,
+        num_workers=num_workers,
+    )
+    return DataBundle(name.lower(), train_loader, test_loader, classes, ch, size)
+
+
+__all__ = [
+    "DATASET_NAMES",
+    "EMBEDDED",
+    "SHAPE_CLASSES",
+    "VISION_SPECS",
+    "DataBundle",
+    "EpochSampler",
+    "digits_datasets",
+    "epoch_seed",
+    "load_datasets",
+    "make_loaders",
+    "resolve_root",
+    "shapes_datasets",
+    "vision_datasets",
+]

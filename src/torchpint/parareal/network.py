@@ -1,0 +1,318 @@
+"""Parareal neural networks (Lee, Lee & Park, IEEE TNNLS 2022): ALGORITHMS.md section 3.
+
+``f = Q o F_N o ... o F_1 o P`` becomes, with k parareal iterations (0-based chunks here)::
+
+    u = P(x);  lam_0 = u;  lam_{j+1} = g_j = C_j(lam_j)        # coarse sweep
+    repeat k times (iteration i = 0..k-1):
+        f_j = F_j(lam_j) for all j >= i, at the same time     # the parallel work
+        y_0..y_i = lam_0..lam_i;  y_{i+1} = f_i
+        y_{j+1} = C_j(y_j) + f_j - g_j,  g_j <- C_j(y_j)       # coarse correction, j > i
+        lam = y
+    output = Q(lam_N)
+
+Points ``0..i+1`` are exact after iteration i (parareal's finite termination), so the
+correction is skipped there (``C_i(y_i) - g_i`` would be an exact zero) and chunks whose
+input no longer changes are not recomputed. With k >= N the output is the original
+network's; with C_j = F_j (the same modules) it is already after one iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from torchpint.parareal.coarse import CoarseBuilder, build_coarse
+from torchpint.parareal.executors import Executor, make_executor
+from torchpint.parareal.split import (
+    _Training,
+    balanced_cuts,
+    block_costs,
+    check_cuts,
+    decompose,
+    flops,
+    infer_example_input,
+    measure_time,
+)
+
+
+def _on(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the device of ``m``'s first parameter (modules may sit on several devices)."""
+    p = next(m.parameters(), None)
+    return x if p is None else x.to(p.device)
+
+
+def _n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+class PararealNetwork(nn.Module):
+    """P, fine chunks F_j, coarse networks C_j and Q wired as k parareal iterations.
+
+    Trains like any module. The fine chunks are the original model's modules (shared, not
+    copied). ``set_executor`` chooses where the fine chunks run.
+    """
+
+    def __init__(
+        self,
+        pre: nn.Module,
+        fine: Sequence[nn.Module],
+        coarse: Sequence[nn.Module],
+        post: nn.Module,
+        iterations: int = 1,
+        *,
+        block_ranges: Sequence[tuple[int, int]] | None = None,
+        example_input: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if len(fine) != len(coarse) or not fine:
+            raise ValueError(
+                f"need one coarse network per fine chunk, got {len(fine)} fine and "
+                f"{len(coarse)} coarse"
+            )
+        if int(iterations) != iterations or iterations < 1:
+            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+        self.pre = pre
+        self.fine = nn.ModuleList(fine)
+        self.coarse = nn.ModuleList(coarse)
+        self.post = post
+        self.iterations = int(iterations)
+        n = len(fine)
+        self.block_ranges = list(block_ranges) if block_ranges else [(j, j + 1) for j in range(n)]
+        self._example = None if example_input is None else example_input.detach()
+        self._costs: dict[str, Any] | None = None
+        self._executor: Executor = make_executor("serial")
+
+    @property
+    def parts(self) -> int:
+        """The number of chunks N."""
+        return len(self.fine)
+
+    @property
+    def executor(self) -> str:
+        """The name of the current executor."""
+        return self._executor.name
+
+    def set_executor(self, name: str | Executor, devices: Any = None, group: Any = None) -> None:
+        """Run the fine chunks with ``"serial"``, ``"threads"``, ``"devices"`` (one device
+        per chunk; moves the modules) or ``"distributed"`` (rank j of ``group`` runs chunk j)."""
+        ex = make_executor(name, devices=devices, group=group)
+        ex.setup(self)
+        self._executor = ex
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, k = self.parts, min(self.iterations, self.parts)
+        u = self.pre(x)
+        lam = [u]
+        g: list[torch.Tensor] = []
+        for j in range(n):  # coarse sweep
+            g.append(self.coarse[j](lam[j]))
+            lam.append(g[j])
+        f: dict[int, torch.Tensor] = {}
+        for i in range(k):
+            active = {j: lam[j] for j in range(i, n)}
+            f.update(self._executor.run(self, active, {j: g[j] for j in active}))
+            y = lam[: i + 1] + [f[i]]
+            for j in range(i + 1, n):  # coarse correction, serial
+                c = self.coarse[j](y[j])
+                y.append(c + f[j] - g[j])
+                g[j] = c
+            lam = y
+        return self.post(lam[n])
+
+    def synchronize(self) -> None:
+        """Make every replica identical under the distributed executor: each fine chunk's
+        parameters and buffers come from the rank that trains it, P, C and Q from rank 0.
+        A no-op for the other executors."""
+        ex = self._executor
+        if ex.name != "distributed":
+            return
+        group = ex.group  # type: ignore[attr-defined]
+
+        def src(r: int) -> int:
+            return dist.get_global_rank(group, r) if group is not None else r
+
+        owners = [
+            (src(j), list(c.parameters()) + list(c.buffers())) for j, c in enumerate(self.fine)
+        ]
+        shared = [
+            t for m in (self.pre, self.coarse, self.post) for t in [*m.parameters(), *m.buffers()]
+        ]
+        owners.append((src(0), shared))
+        with torch.no_grad():
+            for owner, tensors in owners:  # one broadcast per owner and dtype
+                by_dtype: dict[tuple, list[torch.Tensor]] = {}
+                for t in tensors:
+                    by_dtype.setdefault((t.dtype, t.device), []).append(t)
+                for ts in by_dtype.values():
+                    buf = torch.cat([t.detach().reshape(-1) for t in ts])
+                    dist.broadcast(buf, src=owner, group=group)
+                    off = 0
+                    for t in ts:
+                        t.copy_(buf[off : off + t.numel()].view_as(t))
+                        off += t.numel()
+
+    def _measure(self, x: torch.Tensor) -> dict[str, Any]:
+        """Time (forward + backward) and FLOPs of P, every F_j, C_j and Q on ``x``."""
+        with _Training([self], False), torch.no_grad():
+            u = self.pre(_on(self.pre, x))
+            inputs = []
+            for f in self.fine:
+                u = _on(f, u)
+                inputs.append(u)
+                u = f(u)
+        u = _on(self.post, u)
+        inputs_c = [_on(c, xi) for c, xi in zip(self.coarse, inputs, strict=True)]
+        x = _on(self.pre, x)
+        res: dict[str, Any] = {
+            "pre_time": measure_time(self.pre, x),
+            "pre_flops": flops(self.pre, x)[0],
+            "post_time": measure_time(self.post, u),
+            "post_flops": flops(self.post, u)[0],
+            "fine_time": [measure_time(f, xi) for f, xi in zip(self.fine, inputs, strict=True)],
+            "fine_flops": [flops(f, xi)[0] for f, xi in zip(self.fine, inputs, strict=True)],
+            "coarse_time": [
+                measure_time(c, xi) for c, xi in zip(self.coarse, inputs_c, strict=True)
+            ],
+            "coarse_flops": [flops(c, xi)[0] for c, xi in zip(self.coarse, inputs_c, strict=True)],
+        }
+        return res
+
+    def cost_report(
+        self, example_input: torch.Tensor | None = None, remeasure: bool = False
+    ) -> dict[str, Any]:
+        """Measured cost of every chunk and its coarse network, parameter counts, and the
+        ideal speedup over the original network.
+
+        Cost is the time of one forward + backward on the sample batch (seconds, best of 3).
+        Ideal speedup (Amdahl): serial ``P + sum F_j + Q`` over parareal ``P + sum C_j +
+        sum_{i<k} (max_{j>=i} F_j + sum_{j>i} C_j) + Q``, i.e. the fine chunks in parallel
+        and the coarse sweeps serial. The same ratio from FLOPs is given too.
+        """
+        x = example_input if example_input is not None else self._example
+        if x is None:
+            raise ValueError("cost_report needs example_input=<a sample batch>")
+        if self._costs is None or remeasure or example_input is not None:
+            self._costs = self._measure(x)
+        c = self._costs
+        n, k = self.parts, min(self.iterations, self.parts)
+
+        def ideal(unit: str) -> tuple[float, float]:
+            fine, coarse = c[f"fine_{unit}"], c[f"coarse_{unit}"]
+            serial = c[f"pre_{unit}"] + sum(fine) + c[f"post_{unit}"]
+            par = c[f"pre_{unit}"] + sum(coarse) + c[f"post_{unit}"]
+            for i in range(k):
+                par += max(fine[i:]) + sum(coarse[i + 1 :])
+            return serial, par
+
+        s_t, p_t = ideal("time")
+        s_f, p_f = ideal("flops")
+        chunks = []
+        for j in range(n):
+            chunks.append(
+                {
+                    "blocks": list(self.block_ranges[j]),
+                    "fine_time_s": c["fine_time"][j],
+                    "coarse_time_s": c["coarse_time"][j],
+                    "relative_time": c["coarse_time"][j] / max(c["fine_time"][j], 1e-12),
+                    "fine_flops": c["fine_flops"][j],
+                    "coarse_flops": c["coarse_flops"][j],
+                    "relative_flops": c["coarse_flops"][j] / max(c["fine_flops"][j], 1e-12),
+                    "fine_params": _n_params(self.fine[j]),
+                    "coarse_params": _n_params(self.coarse[j]),
+                }
+            )
+        fine_p = sum(ch["fine_params"] for ch in chunks)
+        coarse_p = sum(ch["coarse_params"] for ch in chunks)
+        return {
+            "parts": n,
+            "iterations": self.iterations,
+            "batch_shape": list(x.shape),
+            "chunks": chunks,
+            "pre_time_s": c["pre_time"],
+            "post_time_s": c["post_time"],
+            "fine_params": fine_p,
+            "coarse_params": coarse_p,
+            "coarse_param_overhead": coarse_p / max(_n_params(self) - coarse_p, 1),
+            "params": _n_params(self),
+            "serial_time_s": s_t,
+            "parareal_time_s": p_t,
+            "ideal_speedup": s_t / p_t,
+            "ideal_speedup_flops": s_f / p_f,
+        }
+
+
+def parareal(
+    model: nn.Module,
+    parts: int,
+    *,
+    iterations: int = 1,
+    cut_points: Sequence[int] | None = None,
+    balance: str = "time",
+    coarse: Sequence[nn.Module] | CoarseBuilder | str | None = None,
+    pre: nn.Module | int | None = None,
+    post: nn.Module | int | None = None,
+    example_input: torch.Tensor | None = None,
+    executor: str | Executor = "serial",
+    devices: Any = None,
+    group: Any = None,
+) -> PararealNetwork:
+    """Turn ``model`` into a parareal network with ``parts`` fine chunks.
+
+    Args:
+        model: a torchpint model, a torchvision-style ResNet/VGG or an ``nn.Sequential``.
+            Its modules are shared with the result, not copied.
+        parts: the number of chunks N.
+        iterations: parareal iterations k (1 = the paper's network; k >= N = exact).
+        cut_points: block indices where chunks 2..N start; default: balanced by ``balance``.
+        balance: ``"time"`` (measured forward + backward), ``"flops"`` or ``"blocks"``.
+        coarse: ``None`` / ``"auto"`` / ``"conv"`` / ``"preact"`` (default builder), one
+            module per chunk, or ``builder(j, fine_chunk, example_in, example_out)``.
+        pre, post: P / Q as a module, or the number of leading / trailing blocks to use.
+        example_input: a sample batch for shapes and costs; guessed from the first layer
+            (``(2, C, 32, 32)`` for convs) when omitted.
+        executor, devices, group: see ``PararealNetwork.set_executor``.
+    """
+    if int(parts) != parts or parts < 1:
+        raise ValueError(f"parts must be a positive integer, got {parts!r}")
+    parts = int(parts)
+    d = decompose(model, pre=pre, post=post)
+    m = len(d.blocks)
+    if example_input is None:
+        example_input = infer_example_input(model)
+    x = example_input.detach()
+    if cut_points is not None:
+        cuts = check_cuts(cut_points, m, parts)
+    else:
+        if parts > m:
+            check_cuts([], m, parts)  # raises the "too many parts" error
+        costs, _, _ = block_costs(d, x, balance) if parts > 1 else ([1.0] * m, 0, 0)
+        cuts = balanced_cuts(costs, parts)
+        if balance == "time" and executor == "distributed" and dist.is_initialized():
+            # measured times differ between ranks: take rank 0's cut points
+            t = torch.tensor(cuts + [0], dtype=torch.long)
+            if dist.get_backend(group) == "nccl":
+                t = t.cuda()
+            src = dist.get_global_rank(group, 0) if group is not None else 0
+            dist.broadcast(t, src=src, group=group)
+            cuts = t.tolist()[:-1]
+    bounds = [0, *cuts, m]
+    ranges = [(bounds[j], bounds[j + 1]) for j in range(parts)]
+    fine = [d.blocks[a] if b - a == 1 else nn.Sequential(*d.blocks[a:b]) for a, b in ranges]
+    with _Training([d.pre, *fine], False), torch.no_grad():
+        u = d.pre(x)
+        ins, outs = [], []
+        for f in fine:
+            ins.append(u)
+            u = f(u)
+            outs.append(u)
+    cs = build_coarse(coarse, fine, ins, outs)
+    training = model.training
+    net = PararealNetwork(d.pre, fine, cs, d.post, iterations, block_ranges=ranges, example_input=x)
+    net.train(training)
+    if executor != "serial":
+        net.set_executor(executor, devices=devices, group=group)
+    return net

@@ -1,0 +1,352 @@
+"""Training loop for parareal networks and their originals: the same recipe for both.
+
+``fit`` trains any classifier (a ``PararealNetwork`` or the original model) with SGD +
+momentum and a per-step cosine or step learning-rate schedule, evaluates after every
+epoch, times every training step (forward + backward + update), checkpoints every epoch
+and resumes bit-exactly: batches and augmentation are keyed by (seed, epoch), not by
+global RNG state carried across epochs.
+
+Under the ``distributed`` executor every rank calls ``fit`` with the same data; rank j
+only updates fine chunk j, so before a checkpoint the replicas (weights, BN statistics and
+momentum buffers) are made identical and rank 0 writes the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from torchpint.data import epoch_seed
+
+SCHEDULES = ("cosine", "step")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe. ``milestones`` are fractions of all steps (step schedule)."""
+
+    epochs: int = 5
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0:
+            raise ValueError("lr must be > 0, momentum and weight_decay >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ValueError(f"milestones are fractions of training in (0, 1): {self.milestones}")
+
+
+@dataclass
+class EpochStats:
+    """What one epoch did. Accuracies in percent."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    train_accuracy: float
+    test_loss: float
+    test_accuracy: float
+    epoch_time_s: float
+    step_time_s: float
+
+
+@dataclass
+class TrainResult:
+    """A training run: per-epoch history and the wall time of every step."""
+
+    label: str
+    history: list[EpochStats] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+    params: int = 0
+    resumed_from: int = 0
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.history[-1].test_accuracy if self.history else float("nan")
+
+    @property
+    def step_time_s(self) -> float:
+        """Median step time, the first step of every run (warm-up) left out."""
+        return statistics.median(self.step_times) if self.step_times else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "test_accuracy": self.test_accuracy,
+            "step_time_s": self.step_time_s,
+            "params": self.params,
+            "epochs": len(self.history),
+            "resumed_from_epoch": self.resumed_from,
+            "train_time_s": sum(h.epoch_time_s for h in self.history),
+            "history": [asdict(h) for h in self.history],
+        }
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    """SGD with momentum and weight decay over all trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base learning rate at ``step`` of ``total`` (per-step schedule)."""
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    return cfg.gamma ** sum(step >= round(m * total) for m in cfg.milestones)
+
+
+def make_scheduler(
+    opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The per-step schedule as a ``LambdaLR`` (its state goes into checkpoints)."""
+    total = cfg.epochs * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg))
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _input_device(model: nn.Module) -> torch.device:
+    """Where the batch goes: P's device for a parareal network, else the first parameter's."""
+    pre = getattr(model, "pre", None)
+    if isinstance(pre, nn.Module) and next(pre.parameters(), None) is not None:
+        return _device_of(pre)
+    return _device_of(model)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _is_distributed(model: nn.Module) -> bool:
+    return getattr(model, "executor", None) == "distributed"
+
+
+def is_main_process() -> bool:
+    """Rank 0 of the world, or the only process."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (percent) of ``model`` on ``loader``, eval mode."""
+    was = model.training
+    model.eval()
+    dev = _input_device(model)
+    loss = correct = n = 0.0
+    try:
+        for x, y in loader:
+            x, y = x.to(dev), y.to(dev)
+            out = model(x)
+            yy = y.to(out.device)
+            loss += float(F.cross_entropy(out, yy, reduction="sum"))
+            correct += float((out.argmax(1) == yy).sum())
+            n += len(y)
+    finally:
+        model.train(was)
+    return loss / max(n, 1), 100.0 * correct / max(n, 1)
+
+
+def sync_replicas(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    """Under the distributed executor make every rank's copy complete and identical.
+
+    Rank j trains only fine chunk j: its weights and BN statistics come from rank j
+    (``PararealNetwork.synchronize``), and so do its momentum buffers, broadcast here, so a
+    checkpoint written by rank 0 resumes every rank exactly. A no-op otherwise.
+    """
+    if not _is_distributed(model):
+        return
+    model.synchronize()  # type: ignore[operator]
+    group = model._executor.group  # type: ignore[union-attr]
+    for j, chunk in enumerate(model.fine):  # type: ignore[union-attr, arg-type]
+        src = dist.get_global_rank(group, j) if group is not None else j
+        for p in chunk.parameters():
+            if not p.requires_grad:
+                continue
+            state = opt.state[p]
+            buf = state.get("momentum_buffer")
+            has = torch.tensor([0 if buf is None else 1], device=p.device)
+            dist.broadcast(has, src=src, group=group)
+            if not int(has):
+                continue
+            if buf is None:
+                buf = torch.zeros_like(p)
+            dist.broadcast(buf, src=src, group=group)
+            state["momentum_buffer"] = buf
+
+
+def _barrier(model: nn.Module) -> None:
+    if _is_distributed(model):
+        dist.barrier(group=model._executor.group)  # type: ignore[union-attr]
+
+
+def save_checkpoint(path: str, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically (temporary file, then rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """Read a checkpoint written by ``fit`` (onto the CPU; ``load_state_dict`` places it)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def fit(
+    model: nn.Module,
+    train_loader: DataLoader,
+    test_loader: DataLoader,
+    cfg: TrainConfig,
+    *,
+    label: str = "model",
+    checkpoint: str | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+    extra_state: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` by ``cfg``; evaluate, checkpoint and log after every epoch.
+
+    Args:
+        checkpoint: file written after every epoch (rank 0 only), if given.
+        resume: continue from ``checkpoint`` when it exists (its recipe must match).
+        stop_after: stop after this many epochs in this call (e.g. to fit a job's time
+            limit), still checkpointing; ``resume`` continues where it stopped.
+        progress: a tqdm bar over the batches of each epoch (main process only).
+        extra_state: stored in the checkpoint as is (e.g. the cut points).
+    """
+    from tqdm.auto import tqdm
+
+    main = is_main_process()
+    dev = _input_device(model)
+    opt = make_optimizer(model, cfg)
+    steps = len(train_loader)
+    if steps == 0:
+        raise ValueError("the training loader yields no batch (batch size > data set?)")
+    sched = make_scheduler(opt, cfg, steps)
+    result = TrainResult(label, params=sum(p.numel() for p in model.parameters()))
+    start = 0
+    if resume and checkpoint and os.path.exists(checkpoint):
+        state = load_checkpoint(checkpoint)
+        if state.get("config") != asdict(cfg):
+            diff = {
+                k: (state.get("config", {}).get(k), v)
+                for k, v in asdict(cfg).items()
+                if state.get("config", {}).get(k) != v
+            }
+            raise ValueError(
+                f"cannot resume {checkpoint}: it was trained with another recipe "
+                f"(checkpoint, now): {diff}"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        result.history = [EpochStats(**h) for h in state["history"]]
+        result.step_times = list(state["step_times"])
+        start = result.resumed_from = int(state["epoch"])
+        if log and main:
+            log(f"[{label}] resumed from {checkpoint} after epoch {start}")
+    elif resume and log and main:
+        log(f"[{label}] no checkpoint at {checkpoint}; starting from scratch")
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, start + max(stop_after, 0))
+    sampler = getattr(train_loader, "sampler", None)
+    for epoch in range(start, end):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)  # type: ignore[union-attr]
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # augmentation, worker seeds
+        model.train()
+        lr = opt.param_groups[0]["lr"]
+        tot_loss = tot_correct = tot_n = 0.0
+        times: list[float] = []
+        t_epoch = time.perf_counter()
+        bar = tqdm(
+            total=steps,
+            desc=f"{label} {epoch + 1}/{cfg.epochs}",
+            disable=not (progress and main),
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for x, y in train_loader:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            _sync(dev)
+            t0 = time.perf_counter()
+            out = model(x)
+            loss = F.cross_entropy(out, y.to(out.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            _sync(dev)
+            times.append(time.perf_counter() - t0)
+            sched.step()
+            with torch.no_grad():
+                tot_loss += float(loss) * len(y)
+                tot_correct += float((out.argmax(1) == y.to(out.device)).sum())
+                tot_n += len(y)
+            bar.update(1)
+            bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{100 * tot_correct / tot_n:.1f}")
+        bar.close()
+        test_loss, test_acc = evaluate(model, test_loader)
+        timed = times[1:] if len(times) > 1 else times  # the first step warms up
+        stats = EpochStats(
+            epoch=epoch + 1,
+            lr=lr,
+            train_loss=tot_loss / tot_n,
+            train_accuracy=100.0 * tot_correct / tot_n,
+            test_loss=test_loss,
+            test_accuracy=test_acc,
+            epoch_time_s=time.perf_counter() - t_epoch,
+            step_time_s=statistics.median(timed),
+        )
+        result.history.append(stats)
+        result.step_times.extend(timed)
+        if log and main:
+            log(
+                f"[{label}] epoch {epoch + 1}/{cfg.epochs}  loss {stats.train_loss:.4f}  "
+                f"train {stats.train_accuracy:.2f}%  test {test_acc:.2f}%  "
+                f"step {1e3 * stats.step_time_s:.1f} ms  ({stats.epoch_time_s:.1f} s)"
+            )
+        if checkpoint:
+            sync_replicas(model, opt)
+            if main:
+                save_checkpoint(
+                    checkpoint,
+                    {
+                        "label": label,
+                        "epoch": epoch + 1,
+                        "config": asdict(cfg),
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "history": [asdict(h) for h in result.history],
+                        "step_times": result.step_times,
+                        **(extra_state or {}),
+                    },
+                )
+            _barrier(model)
+    if not checkpoint:
+        sync_replicas(model, opt)
+    return result

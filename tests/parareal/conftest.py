@@ -1,0 +1,35 @@
+"""Small double-precision models and a batch for the parareal tests."""
+
+import pytest
+import torch
+from torch import nn
+
+from torchpint.models import preact_resnet, vgg16
+
+
+@pytest.fixture
+def small_resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return preact_resnet(depth=29, num_classes=4, width=2).double()
+
+
+@pytest.fixture
+def small_vgg() -> nn.Module:
+    torch.manual_seed(0)
+    return vgg16(num_classes=4, width=2).double()
+
+
+@pytest.fixture
+def batch() -> torch.Tensor:
+    return torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)).double()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one intra-op thread is fastest and immune to a busy machine.
+
+    Used by the network/split/executor tests through ``pytestmark``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,174 @@
+"""Every executor gives the serial executor's outputs, gradients and BN statistics."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import threading
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from parareal_helpers import assert_grads_close, grads
+from torch import nn
+
+from torchpint.models import preact_resnet
+from torchpint.parareal import parareal
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _loss(out: torch.Tensor) -> torch.Tensor:
+    return (out * torch.arange(out.shape[1], dtype=out.dtype)).sum()
+
+
+def _step(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    net.zero_grad(set_to_none=True)
+    out = net(x)
+    _loss(out).backward()
+    return out.detach()
+
+
+def _pair(model, batch, parts=3, k=1):
+    net = parareal(model, parts, iterations=k, balance="flops", example_input=batch)
+    return net, copy.deepcopy(net)
+
+
+def _assert_same(net, ref, batch):
+    out, out_ref = _step(net, batch), _step(ref, batch)
+    torch.testing.assert_close(out, out_ref, atol=1e-10, rtol=1e-9)
+    assert_grads_close(grads(net), grads(ref))
+    for (n, b), (_, b_ref) in zip(net.named_buffers(), ref.named_buffers(), strict=True):
+        torch.testing.assert_close(b, b_ref, atol=1e-12, rtol=1e-12, msg=n)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_threads_equals_serial(small_resnet, batch, k):
+    net, ref = _pair(small_resnet, batch, k=k)
+    net.set_executor("threads")
+    assert net.executor == "threads"
+    _assert_same(net, ref, batch)
+    net.eval(), ref.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(batch), ref(batch), atol=1e-10, rtol=1e-9)
+
+
+def test_threads_runs_chunks_on_their_own_threads(small_vgg, batch):
+    """Forward and backward of the two chunks run on two distinct threads."""
+    net = parareal(small_vgg, 2, balance="flops", example_input=batch, executor="threads")
+    seen: dict[str, set] = {"fwd0": set(), "fwd1": set(), "bwd0": set(), "bwd1": set()}
+    for j, f in enumerate(net.fine):
+        f.register_forward_hook(lambda *a, j=j: seen[f"fwd{j}"].add(threading.get_ident()))
+        f.register_full_backward_hook(lambda *a, j=j: seen[f"bwd{j}"].add(threading.get_ident()))
+    _step(net, batch)
+    assert all(len(s) == 1 for s in seen.values()), seen
+    assert seen["fwd0"] != seen["fwd1"] and seen["bwd0"] != seen["bwd1"]
+
+
+def test_threads_restores_thread_count(small_vgg, batch):
+    net = parareal(small_vgg, 2, balance="flops", example_input=batch, executor="threads")
+    before = torch.get_num_threads()
+    _step(net, batch)
+    assert torch.get_num_threads() == before
+
+
+def test_devices_cpu_code_path_equals_serial(small_vgg, batch):
+    net, ref = _pair(small_vgg, batch, parts=2, k=2)
+    net.set_executor("devices", devices=["cpu", "cpu"])
+    _assert_same(net, ref, batch)
+
+
+def test_devices_errors(small_vgg, batch):
+    net = parareal(small_vgg, 2, balance="flops", example_input=batch)
+    n = torch.cuda.device_count()
+    with pytest.raises(ValueError, match=f"cuda:{n + 3} does not exist"):
+        net.set_executor("devices", devices=["cpu", f"cuda:{n + 3}"])
+    with pytest.raises(ValueError, match="one device per chunk"):
+        net.set_executor("devices", devices=["cpu", "cpu", "cpu"])
+    with pytest.raises(ValueError, match="needs devices"):
+        net.set_executor("devices")
+    assert net.executor == "serial"  # a failed switch keeps the old executor
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_devices_on_two_gpus_equals_serial(small_resnet, batch):
+    net, ref = _pair(small_resnet.float(), batch.float(), parts=2, k=1)
+    net.set_executor("devices", devices=["cuda:0", "cuda:1"])
+    assert next(net.fine[1].parameters()).device == torch.device("cuda", 1)
+    out = _step(net, batch.float().cuda(0))
+    out_ref = _step(ref, batch.float())
+    torch.testing.assert_close(out.cpu(), out_ref, atol=1e-4, rtol=1e-4)
+    for (n, p), (_, q) in zip(net.named_parameters(), ref.named_parameters(), strict=True):
+        torch.testing.assert_close(p.grad.cpu(), q.grad, atol=1e-4, rtol=1e-3, msg=n)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dist_worker(rank: int, world: int, port: int, k: int) -> None:
+    """One rank: distributed parareal network vs. a serial copy, forward, backward, step."""
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(0)  # every rank builds the same model
+        model = preact_resnet(depth=29, num_classes=4, width=2).double()
+        x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)).double()
+        net = parareal(model, world, iterations=k, balance="flops", example_input=x)
+        ref = copy.deepcopy(net)
+        net.set_executor("distributed")
+        out, out_ref = _step(net, x), _step(ref, x)
+        torch.testing.assert_close(out, out_ref, atol=1e-10, rtol=1e-9)
+        owned = ("pre.", "coarse.", "post.", f"fine.{rank}.")
+        g, g_ref = grads(net), grads(ref)
+        for name, v in g.items():
+            if name.startswith(owned):  # full gradient, no world-size factor
+                torch.testing.assert_close(v, g_ref[name], atol=1e-10, rtol=1e-9, msg=name)
+            else:  # other ranks' chunks: no gradient here
+                assert v is None, name
+        # an optimizer step keeps the owned parameters equal to serial training
+        with torch.no_grad():  # plain SGD (torch.optim would import dynamo: slow)
+            for p in list(net.parameters()) + list(ref.parameters()):
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-0.1)
+        net.synchronize()  # and the other chunks come from their owners
+        for (n, p), (_, q) in zip(net.state_dict().items(), ref.state_dict().items(), strict=True):
+            torch.testing.assert_close(p, q, atol=1e-10, rtol=1e-9, msg=n)
+        net.eval(), ref.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), ref(x), atol=1e-10, rtol=1e-9)
+        # cut points measured by time are taken from rank 0
+        timed = parareal(model, world, example_input=x, executor="distributed")
+        assert timed.executor == "distributed"
+        wrong = parareal(model, world + 1, balance="flops", example_input=x)
+        try:
+            wrong.set_executor("distributed")
+            raise AssertionError("world size != parts must fail")
+        except ValueError as e:
+            assert "chunks but the group has" in str(e)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world, k", [(2, 1), (3, 2)])
+def test_distributed_gloo_equals_serial(world, k):
+    mp.spawn(_dist_worker, args=(world, _free_port(), k), nprocs=world, join=True)
+
+
+def test_distributed_needs_init(small_vgg, batch):
+    net = parareal(small_vgg, 2, balance="flops", example_input=batch)
+    if not dist.is_initialized():
+        with pytest.raises(RuntimeError, match="init_process_group"):
+            net.set_executor("distributed")
+
+
+def test_deepcopy_keeps_executor(small_vgg, batch):
+    net = parareal(small_vgg, 2, balance="flops", example_input=batch, executor="threads")
+    other = copy.deepcopy(net)
+    assert other.executor == "threads" and other._executor is not net._executor
+    torch.testing.assert_close(other(batch), net(batch))

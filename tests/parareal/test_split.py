@@ -1,0 +1,178 @@
+"""Splitting: layouts recognised, balanced cuts, coarse shapes, and clear errors."""
+
+import copy
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from torchpint.parareal import balanced_cuts, decompose, default_coarse, parareal
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_balanced_cuts_minimise_the_largest_chunk():
+    assert balanced_cuts([1, 1, 1, 1], 2) == [2]
+    assert balanced_cuts([10, 1, 1, 1, 1, 1], 2) == [1]
+    assert balanced_cuts([1, 1, 1, 1, 1, 5], 2) == [5]
+    assert balanced_cuts([3, 1, 1, 1, 3, 1, 1, 1], 2) == [4]
+    cuts = balanced_cuts([1, 2, 3, 4, 5, 6, 7, 8, 9], 3)
+    bounds = [0, *cuts, 9]
+    sums = [sum(range(bounds[i] + 1, bounds[i + 1] + 1)) for i in range(3)]
+    assert max(sums) == 17  # optimum for 1..9 in 3 contiguous groups
+    assert balanced_cuts([5.0], 1) == []
+
+
+def test_balance_by_flops_follows_cost_not_layer_count(small_resnet, batch):
+    """ResNet stages cost about the same, with 3 blocks each: cuts fall at the stages."""
+    net = parareal(small_resnet, 3, balance="flops", example_input=batch)
+    assert net.block_ranges == [(0, 3), (3, 6), (6, 9)]
+    net = parareal(small_resnet, 2, balance="time", example_input=batch)
+    assert len(net.block_ranges) == 2 and net.block_ranges[-1][1] == 9
+
+
+def test_explicit_cut_points(small_vgg, batch):
+    net = parareal(small_vgg, 3, cut_points=[2, 7], example_input=batch)
+    assert net.block_ranges == [(0, 2), (2, 7), (7, 12)]
+    for bad in ([7, 2], [0, 5], [5, 12], [5]):
+        with pytest.raises(ValueError, match="cut point"):
+            parareal(small_vgg, 3, cut_points=bad, example_input=batch)
+
+
+def test_too_many_parts(small_resnet, batch):
+    with pytest.raises(ValueError, match="only 9 splittable blocks"):
+        parareal(small_resnet, 10, example_input=batch)
+
+
+class _TVResNet(nn.Module):
+    """torchvision-style ResNet layout (flatten inside forward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(2)
+
+        def block(cin, cout, s):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, s, 1), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.layer1 = nn.Sequential(block(4, 4, 1), block(4, 4, 1))
+        self.layer2 = nn.Sequential(block(4, 8, 2), block(8, 8, 1))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class _TVVGG(nn.Module):
+    """torchvision-style VGG layout."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True),
+        )  # fmt: skip
+        self.avgpool = nn.AdaptiveAvgPool2d(2)
+        self.classifier = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+@pytest.mark.parametrize("cls, n_blocks", [(_TVResNet, 4), (_TVVGG, 3)])
+def test_torchvision_layouts_are_exact_with_n_iterations(cls, n_blocks):
+    torch.manual_seed(0)
+    model = cls().double().eval()
+    x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    assert len(decompose(model).blocks) == n_blocks
+    ref = model(x)
+    net = parareal(model, 2, iterations=2, balance="flops", example_input=x).double().eval()
+    torch.testing.assert_close(net(x), ref, atol=1e-10, rtol=1e-9)
+
+
+def test_generic_sequential_conv_and_mlp():
+    torch.manual_seed(0)
+    conv = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2),
+    ).double()  # fmt: skip
+    d = decompose(conv)
+    assert len(d.blocks) == 6 and isinstance(d.post, nn.Sequential) and len(d.post) == 3
+    x = torch.randn(2, 1, 9, 9, dtype=torch.float64)  # odd size: stride-2 chunk 9 -> 5
+    net = parareal(conv, 3, iterations=3, balance="blocks", example_input=x).double()
+    torch.testing.assert_close(net(x), conv(x), atol=1e-10, rtol=1e-9)
+    mlp = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3))
+    net = parareal(mlp, 2)  # example input guessed from the first Linear
+    assert [type(c[0]) for c in net.coarse] == [nn.Linear, nn.Linear]
+    xm = torch.randn(5, 6)
+    assert net(xm).shape == (5, 3)
+
+
+def test_pre_and_post_overrides(small_resnet, batch):
+    d = decompose(small_resnet, pre=2, post=1)
+    assert len(d.blocks) == 6
+    net = parareal(small_resnet, 2, pre=2, post=1, iterations=2, example_input=batch)
+    torch.testing.assert_close(net(batch), small_resnet(batch), atol=1e-10, rtol=1e-9)
+    head = nn.Identity()
+    assert decompose(small_resnet, post=head).post is head
+
+
+def test_model_that_cannot_be_split():
+    class Opaque(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.a(x)
+
+    with pytest.raises(ValueError, match="cannot split a Opaque.*cut_points"):
+        parareal(Opaque(), 2)
+
+
+def test_example_input_needed_when_not_inferable():
+    model = nn.Sequential(nn.Tanh(), nn.Sigmoid(), nn.Tanh())
+    with pytest.raises(ValueError, match="example_input"):
+        parareal(model, 2)
+
+
+def test_coarse_shape_mismatch_names_chunk_and_shapes(small_resnet, batch):
+    good = parareal(small_resnet, 3, balance="flops", example_input=batch)
+    bad = copy.deepcopy(list(good.coarse))
+    bad[1] = nn.Conv2d(8, 8, 1).double()  # chunk 1 maps (4, 8, 16, 16) to (4, 16, 8, 8)
+    msg = r"coarse network 1 does not match fine chunk 1.*\(4, 16, 8, 8\).*\(4, 8, 16, 16\)"
+    with pytest.raises(ValueError, match=msg):
+        parareal(small_resnet, 3, balance="flops", coarse=bad, example_input=batch)
+    bad[1] = nn.Conv2d(16, 16, 1).double()  # wrong input channels: fails inside
+    with pytest.raises(ValueError, match=r"coarse network 1 fails .*\(4, 8, 16, 16\)"):
+        parareal(small_resnet, 3, balance="flops", coarse=bad, example_input=batch)
+    with pytest.raises(ValueError, match="3 chunks need 3 coarse networks"):
+        parareal(small_resnet, 3, balance="flops", coarse=bad[:2], example_input=batch)
+
+
+def test_default_coarse_shapes_and_kinds():
+    x, y = torch.randn(2, 8, 9, 9), torch.randn(2, 16, 5, 5)
+    for kind in ("conv", "preact", "auto"):
+        assert default_coarse(x, y, kind)(x).shape == y.shape
+    assert isinstance(default_coarse(x, y.relu(), "auto")[-1], nn.ReLU)
+    odd = torch.randn(2, 16, 4, 3)  # not a plain stride: resampled
+    assert default_coarse(x, odd, "preact")(x).shape == odd.shape
+    with pytest.raises(ValueError, match="no default coarse"):
+        default_coarse(torch.randn(2, 3, 4), torch.randn(2, 3, 4))
+
+
+def test_torchpint_layout_detected(small_vgg):
+    d = decompose(small_vgg)
+    assert d.pre is small_vgg.pre and d.post is small_vgg.post and len(d.blocks) == 12
+    seq = nn.Sequential(OrderedDict(pre=nn.Identity(), body=nn.Linear(2, 2), post=nn.Identity()))
+    assert len(decompose(seq).blocks) == 1
