@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from parareal_helpers import assert_grads_close, grads
 from torch import nn
 
+from tests.parareal.parareal_helpers import assert_grads_close, grads
 from torchpint.models import preact_resnet
 from torchpint.parareal import parareal
 

@@ -4,8 +4,8 @@ import copy
 
 import pytest
 import torch
-from parareal_helpers import assert_grads_close, grads, textbook
 
+from tests.parareal.parareal_helpers import assert_grads_close, grads, textbook
 from torchpint.parareal import PararealNetwork, parareal
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
