@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import copy
-import os
-import socket
 import threading
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from tests.parareal.parareal_helpers import assert_grads_close, grads
+from torchpint.core import spawn_gloo
 from torchpint.models import preact_resnet
 from torchpint.parareal import parareal
 
@@ -104,60 +102,51 @@ def test_devices_on_two_gpus_equals_serial(small_resnet, batch):
         torch.testing.assert_close(p.grad.cpu(), q.grad, atol=1e-4, rtol=1e-3, msg=n)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _dist_worker(rank: int, world: int, k: int) -> None:
+    """One rank: distributed parareal network vs. a serial copy, forward, backward, step.
 
-
-def _dist_worker(rank: int, world: int, port: int, k: int) -> None:
-    """One rank: distributed parareal network vs. a serial copy, forward, backward, step."""
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    ``spawn_gloo`` starts the process group (one intra-op thread) and ends it after.
+    """
+    torch.manual_seed(0)  # every rank builds the same model
+    model = preact_resnet(depth=29, num_classes=4, width=2).double()
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)).double()
+    net = parareal(model, world, iterations=k, balance="flops", example_input=x)
+    ref = copy.deepcopy(net)
+    net.set_executor("distributed")
+    out, out_ref = _step(net, x), _step(ref, x)
+    torch.testing.assert_close(out, out_ref, atol=1e-10, rtol=1e-9)
+    owned = ("pre.", "coarse.", "post.", f"fine.{rank}.")
+    g, g_ref = grads(net), grads(ref)
+    for name, v in g.items():
+        if name.startswith(owned):  # full gradient, no world-size factor
+            torch.testing.assert_close(v, g_ref[name], atol=1e-10, rtol=1e-9, msg=name)
+        else:  # other ranks' chunks: no gradient here
+            assert v is None, name
+    # an optimizer step keeps the owned parameters equal to serial training
+    with torch.no_grad():  # plain SGD (torch.optim would import dynamo: slow)
+        for p in list(net.parameters()) + list(ref.parameters()):
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-0.1)
+    net.synchronize()  # and the other chunks come from their owners
+    for (n, p), (_, q) in zip(net.state_dict().items(), ref.state_dict().items(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-10, rtol=1e-9, msg=n)
+    net.eval(), ref.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), ref(x), atol=1e-10, rtol=1e-9)
+    # cut points measured by time are taken from rank 0
+    timed = parareal(model, world, example_input=x, executor="distributed")
+    assert timed.executor == "distributed"
+    wrong = parareal(model, world + 1, balance="flops", example_input=x)
     try:
-        torch.set_num_threads(1)
-        torch.manual_seed(0)  # every rank builds the same model
-        model = preact_resnet(depth=29, num_classes=4, width=2).double()
-        x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)).double()
-        net = parareal(model, world, iterations=k, balance="flops", example_input=x)
-        ref = copy.deepcopy(net)
-        net.set_executor("distributed")
-        out, out_ref = _step(net, x), _step(ref, x)
-        torch.testing.assert_close(out, out_ref, atol=1e-10, rtol=1e-9)
-        owned = ("pre.", "coarse.", "post.", f"fine.{rank}.")
-        g, g_ref = grads(net), grads(ref)
-        for name, v in g.items():
-            if name.startswith(owned):  # full gradient, no world-size factor
-                torch.testing.assert_close(v, g_ref[name], atol=1e-10, rtol=1e-9, msg=name)
-            else:  # other ranks' chunks: no gradient here
-                assert v is None, name
-        # an optimizer step keeps the owned parameters equal to serial training
-        with torch.no_grad():  # plain SGD (torch.optim would import dynamo: slow)
-            for p in list(net.parameters()) + list(ref.parameters()):
-                if p.grad is not None:
-                    p.add_(p.grad, alpha=-0.1)
-        net.synchronize()  # and the other chunks come from their owners
-        for (n, p), (_, q) in zip(net.state_dict().items(), ref.state_dict().items(), strict=True):
-            torch.testing.assert_close(p, q, atol=1e-10, rtol=1e-9, msg=n)
-        net.eval(), ref.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(net(x), ref(x), atol=1e-10, rtol=1e-9)
-        # cut points measured by time are taken from rank 0
-        timed = parareal(model, world, example_input=x, executor="distributed")
-        assert timed.executor == "distributed"
-        wrong = parareal(model, world + 1, balance="flops", example_input=x)
-        try:
-            wrong.set_executor("distributed")
-            raise AssertionError("world size != parts must fail")
-        except ValueError as e:
-            assert "chunks but the group has" in str(e)
-    finally:
-        dist.destroy_process_group()
+        wrong.set_executor("distributed")
+        raise AssertionError("world size != parts must fail")
+    except ValueError as e:
+        assert "chunks but the group has" in str(e)
 
 
 @pytest.mark.parametrize("world, k", [(2, 1), (3, 2)])
 def test_distributed_gloo_equals_serial(world, k):
-    mp.spawn(_dist_worker, args=(world, _free_port(), k), nprocs=world, join=True)
+    spawn_gloo(_dist_worker, world, k)
 
 
 def test_distributed_needs_init(small_vgg, batch):

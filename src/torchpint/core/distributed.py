@@ -1,7 +1,7 @@
 """Communication for the time-parallel solvers, over a ``torch.distributed`` group.
 
-The solver is written once against :class:`Comm`; :class:`SerialComm` is the one-rank
-case (no messages), :class:`GroupComm` sends boundary states to neighbours and reduces
+The solver is written once against :class:`Comm`, which is itself the one-rank case (no
+messages); :class:`GroupComm` sends boundary states to neighbours and reduces
 norms over a process group (Gloo on CPU, NCCL on GPU). Every wait has a timeout, so a
 rank that died or hangs is an error on its peers, never a hang.
 """
@@ -42,9 +42,6 @@ class Comm:
 
     def broadcast(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
         return t
-
-
-SerialComm = Comm
 
 
 class GroupComm(Comm):

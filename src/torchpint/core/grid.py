@@ -91,9 +91,6 @@ class Grid:
     def fine_index(self, i: int, level: int) -> int:
         return i * self.stride(level)
 
-    def is_c_point(self, i: int, level: int) -> bool:
-        return level < self.num_levels - 1 and i % self.m[level] == 0
-
     def c_points(self, level: int) -> range:
         """The C-points of ``level`` (empty on the coarsest level)."""
         if level == self.num_levels - 1:

@@ -83,6 +83,17 @@ def _per_proc(count: int, procs: int) -> int:
     return -(-count // procs) if count > 0 else 0
 
 
+def _level_costs(grid: Grid, costs: Sequence[float] | None) -> list[float]:
+    """One step's cost per level (1 everywhere by default; the last value repeats)."""
+    c = list(costs) if costs is not None else [1.0] * grid.num_levels
+    return c + [c[-1]] * (grid.num_levels - len(c))
+
+
+def _f_relax_cost(grid: Grid, l: int, procs: int, c: Sequence[float]) -> float:
+    """Critical path of one F-relaxation on level l: (m - 1) steps per owned interval."""
+    return _per_proc(grid.n[l] // grid.m[l], procs) * (grid.m[l] - 1) * c[l]
+
+
 def iteration_cost(
     grid: Grid,
     procs: int,
@@ -101,14 +112,11 @@ def iteration_cost(
     sequential solve, correction + F-relaxation, F-cycle extras, and the residual.
     """
     L = grid.num_levels
-    c = list(costs) if costs is not None else [1.0] * L
-    if len(c) < L:
-        c += [c[-1]] * (L - len(c))
+    c = _level_costs(grid, costs)
     ncf = 0 if relax == "F" else cf_iter
 
     def f_relax(l: int) -> float:
-        m, intervals = grid.m[l], grid.n[l] // grid.m[l]
-        return _per_proc(intervals, procs) * (m - 1) * c[l]
+        return _f_relax_cost(grid, l, procs, c)
 
     def c_relax(l: int) -> float:
         return _per_proc(grid.n[l] // grid.m[l], procs) * c[l]
@@ -145,9 +153,7 @@ def potential_speedup(
     ``speedup = N c_0 / (iterations x iteration_cost)``; the first iteration's extra
     F-relaxation is included.
     """
-    c0 = costs[0] if costs is not None else 1.0
+    c = _level_costs(grid, costs)
     per_iter = iteration_cost(grid, procs, relax=relax, cf_iter=cf_iter, cycle=cycle, costs=costs)
-    first_f = 0.0
-    if grid.num_levels > 1:
-        first_f = _per_proc(grid.n[0] // grid.m[0], procs) * (grid.m[0] - 1) * c0
-    return grid.n[0] * c0 / (iterations * per_iter + first_f)
+    first_f = _f_relax_cost(grid, 0, procs, c) if grid.num_levels > 1 else 0.0
+    return grid.n[0] * c[0] / (iterations * per_iter + first_f)

@@ -118,7 +118,6 @@ class MGRIT:
             after = [r for r in range(comm.rank + 1, comm.size) if len(owned[r])]
             self._prev.append(before[-1] if before and len(mine) else None)
             self._next.append(after[0] if after and len(mine) else None)
-        self._owner_last = comm.size - 1  # slabs are contiguous and non-empty
 
         u0 = problem.initial_state()
         if not isinstance(u0, torch.Tensor):
@@ -502,8 +501,9 @@ class MGRIT:
 
     def _result(self, converged: bool, solve_time: float) -> MGRITResult:
         U0 = self._U[0]
-        final = U0[-1] if self.comm.rank == self._owner_last else torch.zeros_like(self._u0)
-        final = self.comm.broadcast(final, self._owner_last, "the final state")
+        last = self.comm.size - 1  # slabs are contiguous and non-empty: it owns t_N
+        final = U0[-1] if self.comm.rank == last else torch.zeros_like(self._u0)
+        final = self.comm.broadcast(final, last, "the final state")
         return MGRITResult(
             u=U0[1:].clone(),
             points=self._owned(0),
