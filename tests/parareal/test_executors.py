@@ -65,6 +65,37 @@ def test_threads_runs_chunks_on_their_own_threads(small_vgg, batch):
     assert seen["fwd0"] != seen["fwd1"] and seen["bwd0"] != seen["bwd1"]
 
 
+def test_threads_overlaps_the_sweep_with_chunk_0(small_vgg, batch):
+    """F_0 starts before the coarse sweep C_0 has finished (the sweep is not a barrier)."""
+    net = parareal(small_vgg, 2, balance="flops", example_input=batch, executor="threads")
+    started = threading.Event()
+    net.fine[0].register_forward_pre_hook(lambda *a: started.set())
+    overlapped = []
+    net.coarse[0].register_forward_hook(lambda *a: overlapped.append(started.wait(10.0)))
+    _step(net, batch)
+    assert overlapped == [True]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_threads_with_shared_coarse_equals_serial(small_resnet, batch, k):
+    """C_j = F_j (parameters used by two chunks' nodes, gradients summed once each), and a
+    frozen P, so that u = P(x) needs no gradient. (BN running statistics are not compared:
+    a module shared by two chunks updates them in another order.)"""
+    net = parareal(
+        small_resnet,
+        3,
+        iterations=k,
+        coarse=lambda j, f, a, b: f,
+        balance="flops",
+        example_input=batch,
+    )
+    net.pre.requires_grad_(False)
+    ref = copy.deepcopy(net)
+    net.set_executor("threads")
+    torch.testing.assert_close(_step(net, batch), _step(ref, batch), atol=1e-10, rtol=1e-9)
+    assert_grads_close(grads(net), grads(ref))
+
+
 def test_threads_restores_thread_count(small_vgg, batch):
     net = parareal(small_vgg, 2, balance="flops", example_input=batch, executor="threads")
     before = torch.get_num_threads()

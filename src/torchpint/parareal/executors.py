@@ -5,6 +5,7 @@ All executors compute the same thing as ``serial``; they differ in where the chu
 - ``serial``: one after the other, plain autograd (the reference);
 - ``threads``: one Python thread per chunk on the CPU, forward and backward (torch ops
   release the GIL; a custom autograd function runs each chunk's backward in its thread);
+  in iteration 0 the coarse sweep overlaps the chunks instead of preceding them;
 - ``devices``: chunk j on ``devices[j]`` in one process; kernels launch asynchronously, and
   the autograd engine runs each device's backward on its own thread;
 - ``distributed``: rank j of a torch.distributed group runs chunk j; the chunk outputs and
@@ -13,8 +14,10 @@ All executors compute the same thing as ``serial``; they differ in where the chu
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -112,14 +115,59 @@ def _chunk_backward(
     net: PararealNetwork, j: int, xi: torch.Tensor, out: torch.Tensor, g: torch.Tensor | None
 ) -> tuple[torch.Tensor | None, list[torch.Tensor | None]]:
     """Gradients of chunk j's input and trainable parameters for output gradient ``g``."""
-    params = _trainable(net.fine[j])
-    wrt = ([xi] if xi.requires_grad else []) + params
-    if g is None or not wrt or not out.requires_grad:
-        return None, [None] * len(params)
-    grads = torch.autograd.grad([out], wrt, [g], allow_unused=True)
-    if xi.requires_grad:
-        return grads[0], list(grads[1:])
-    return None, list(grads)
+    gx, by_id = _grads([out], [g], xi, [net.fine[j]])
+    return gx, [by_id.get(id(p)) for p in _trainable(net.fine[j])]
+
+
+def _unique_trainable(modules: list[nn.Module]) -> list[torch.Tensor]:
+    """The trainable parameters of ``modules``, each once (C_j may share F_j's)."""
+    seen: dict[int, torch.Tensor] = {}
+    for m in modules:
+        for p in _trainable(m):
+            seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def _grads(
+    outs: list[torch.Tensor | None],
+    gos: list[torch.Tensor | None],
+    x: torch.Tensor,
+    modules: list[nn.Module],
+) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
+    """Backpropagate ``gos`` through ``outs`` (both may hold None) to the leaf ``x`` and the
+    trainable parameters of ``modules``: ``(grad of x or None, {id(param): grad})``."""
+    pairs = [(o, g) for o, g in zip(outs, gos, strict=True) if o is not None and g is not None]
+    pairs = [(o, g) for o, g in pairs if o.requires_grad]
+    params = _unique_trainable(modules)
+    wrt = ([x] if x.requires_grad else []) + params
+    if not pairs or not wrt:
+        return None, {}
+    gs = torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True)
+    gx = gs[0] if x.requires_grad else None
+    by_id = {id(p): g for p, g in zip(params, gs[len(gs) - len(params) :], strict=True)}
+    return gx, {k: g for k, g in by_id.items() if g is not None}
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return b if a is None else a if b is None else a + b
+
+
+class _FirstIteration(torch.autograd.Function):
+    """Iteration 0 of the threads executor as one autograd node (see
+    ``ThreadsExecutor.first_iteration``). Inputs: ``u = P(x)``, then the trainable
+    parameters of all F_j and C_j (each once); outputs: ``f_0..f_{N-1}, g_1..g_{N-1}``."""
+
+    @staticmethod
+    def forward(ctx: Any, ex: Any, net: Any, u: torch.Tensor, *params: torch.Tensor):
+        state, f, g = ex._pipeline(net, u, grad=True)
+        ctx.ex, ctx.net, ctx.state, ctx.params = ex, net, state, params
+        return (*(t.detach() for t in f), *(t.detach() for t in g[1:]))
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None):
+        gu, by_id = ctx.ex._pipeline_backward(ctx.net, ctx.state, grads)
+        ctx.state = None  # free the graphs
+        return (None, None, gu, *(by_id.get(id(p)) for p in ctx.params))
 
 
 class _Worker:
@@ -183,20 +231,29 @@ class ThreadsExecutor(Executor):
                         f"on {p.device}. Use executor='devices' for GPUs."
                     )
 
-    def _map(self, fn: Any, items: list) -> list:
-        """``[fn(*item) for item in items]``, item 0 on this thread, item j on worker j."""
-        while len(self._workers) < len(items) - 1:
+    def _ensure_workers(self, n: int) -> None:
+        while len(self._workers) < n:
             self._workers.append(_Worker())
+
+    @contextlib.contextmanager
+    def _intra_op(self, running: int) -> Iterator[int]:
+        """Set the torch thread count for ``running`` concurrent chunks; restore it after."""
         before = torch.get_num_threads()
-        n = self.intra_op_threads or max(1, before // max(1, len(items)))
+        n = self.intra_op_threads or max(1, before // max(1, running))
         torch.set_num_threads(n)
         try:
+            yield n
+        finally:
+            torch.set_num_threads(before)
+
+    def _map(self, fn: Any, items: list) -> list:
+        """``[fn(*item) for item in items]``, item 0 on this thread, item j on worker j."""
+        self._ensure_workers(len(items) - 1)
+        with self._intra_op(len(items)) as n:
             work = zip(self._workers[: len(items) - 1], items[1:], strict=True)
             futures = [w.submit(n, fn, *it) for w, it in work]
             first = fn(*items[0])
             return [first] + [f.result() for f in futures]
-        finally:
-            torch.set_num_threads(before)
 
     def run(
         self, net: PararealNetwork, inputs: dict[int, torch.Tensor], like: dict[int, torch.Tensor]
@@ -215,6 +272,76 @@ class ThreadsExecutor(Executor):
         params = [p for j in js for p in _trainable(net.fine[j])]
         outs = _FineStage.apply(self, net, js, _metas(js, like), len(js), *inputs.values(), *params)
         return dict(zip(js, outs, strict=True))
+
+    def first_iteration(
+        self, net: PararealNetwork, u: torch.Tensor
+    ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """Iteration 0 with the coarse sweep overlapped: ``({j: F_j(lam_j)}, {j: C_j(lam_j)})``
+        for ``j >= 1`` in the second dict.
+
+        F_0 starts on its thread as soon as ``u`` is known, while this thread runs the sweep
+        ``lam_{j+1} = C_j(lam_j)`` and hands each chunk its input the moment it is ready;
+        chunk j (j >= 1) also computes ``g_j = C_j(lam_j)`` on its own thread, and the last
+        chunk runs on this thread after the sweep. Backward mirrors it: every chunk on its
+        thread, then the sweep's backward here while chunk 0 may still be running. Values
+        are the serial executor's bit for bit (same modules, same inputs).
+        """
+        grad = torch.is_grad_enabled() and (
+            u.requires_grad or bool(_unique_trainable([*net.fine, *net.coarse]))
+        )
+        if not grad:
+            _, f, g = self._pipeline(net, u, grad=False)
+        else:
+            params = _unique_trainable([*net.fine, *net.coarse])
+            outs = _FirstIteration.apply(self, net, u, *params)
+            n = net.parts
+            f, g = list(outs[:n]), [None, *outs[n:]]
+        return dict(enumerate(f)), {j: g[j] for j in range(1, net.parts)}
+
+    def _pipeline(self, net: PararealNetwork, u: torch.Tensor, grad: bool) -> tuple:
+        n = net.parts
+        self._ensure_workers(n - 1)
+
+        def chunk(j: int, lam: torch.Tensor) -> tuple:
+            with torch.set_grad_enabled(grad):
+                x = lam.detach().requires_grad_(lam.requires_grad) if grad else lam
+                return x, net.fine[j](x), net.coarse[j](x) if j else None
+
+        with self._intra_op(n) as nt:
+            futures = [self._workers[0].submit(nt, chunk, 0, u)]
+            with torch.set_grad_enabled(grad):
+                lam = [u.detach().requires_grad_(u.requires_grad) if grad else u]
+                for j in range(1, n):
+                    lam.append(net.coarse[j - 1](lam[-1]))
+                    if j < n - 1:
+                        futures.append(self._workers[j].submit(nt, chunk, j, lam[-1]))
+            last = chunk(n - 1, lam[-1])
+            res = [*(fut.result() for fut in futures), last]
+        f = [r[1] for r in res]
+        g = [r[2] for r in res]
+        return (res, lam), f, g
+
+    def _pipeline_backward(self, net: PararealNetwork, state: tuple, grads: tuple) -> tuple:
+        (res, lam), n = state, net.parts
+        gf, gg = grads[:n], (None, *grads[n:])
+
+        def back(j: int) -> tuple:
+            x, f, g = res[j]
+            mods = [net.fine[j], net.coarse[j]] if j else [net.fine[j]]
+            return _grads([f, g], [gf[j], gg[j]], x, mods)
+
+        with self._intra_op(n) as nt:
+            futures = [self._workers[j].submit(nt, back, j) for j in range(n - 1)]
+            last = back(n - 1)
+            done = [*(fut.result() for fut in futures[1:]), last]  # chunks 1..N-1
+            # the sweep's backward while chunk 0 may still run
+            gu, by_id = _grads(lam[1:], [d[0] for d in done], lam[0], list(net.coarse[: n - 1]))
+            g0, by_id0 = futures[0].result()
+        gu = _add(gu, g0)
+        for _, d in [*done, (None, by_id0)]:
+            for k, v in d.items():
+                by_id[k] = _add(by_id.get(k), v)
+        return gu, by_id
 
     def _forward(self, net: PararealNetwork, js: tuple, metas: list, xs: tuple) -> tuple:
         res = self._map(lambda j, x: _chunk_forward(net, j, x), list(zip(js, xs, strict=True)))
