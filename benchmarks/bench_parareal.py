@@ -139,7 +139,9 @@ def bench_cpu(
         "batch_size": bs,
         "parts": parts,
         "cores": cores,
+        "balance": balance,
         "cut_points": [b for _, b in net.block_ranges[:-1]],
+        "tuning": [{"cut_points": c, "pass_s": t} for c, t in net.tuning],
         "times": {k: _summary(v) for k, v in times.items()},
         "speedup_vs_1_thread": med["original_1_thread"] / med["parareal"],
         "speedup_vs_all_cores": med[f"original_{cores}_threads"] / med["parareal"],
@@ -168,9 +170,10 @@ def bench_gpu(name: str, cfg: tuple, reps: int, warmup: int, balance: str) -> li
     for n in range(1, n_gpu + 1):
         model = copy.deepcopy(base).to("cuda:0")
         devs = [f"cuda:{j}" for j in range(n)]
-        net = parareal(model, n, balance=balance, example_input=x)
+        net = parareal(
+            model, n, balance=balance, example_input=x, executor="devices", devices=devs
+        )
         report = net.cost_report(x)
-        net.set_executor("devices", devices=devs)
         for j in range(n_gpu):
             torch.cuda.reset_peak_memory_stats(j)
         t = _interleaved({"p": (_step_fn(net, x, y), None)}, reps, warmup)["p"]
@@ -202,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=7, help="timed repetitions per variant")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--balance", default="time", choices=("time", "flops", "blocks"))
+    p.add_argument("--balance", default="tune", choices=("tune", "time", "flops", "blocks"))
     p.add_argument("--quick", action="store_true", help="tiny models, 3 reps: checks it runs")
     p.add_argument("--no-gpu", action="store_true", help="skip the GPU part")
     p.add_argument("--json", default=None, metavar="PATH")
@@ -222,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     hdr = (
         f"{'config':8} {'N':>2} {'orig 1 thr':>11} {'orig all':>10} {'parareal':>10} "
-        f"{'vs 1 thr':>9} {'vs all':>7} {'ideal':>6} {'coarse params':>14}"
+        f"{'vs 1 thr':>9} {'vs all':>7} {'ideal':>6} {'coarse params':>14}  cuts"
     )
     print(f"CPU, one training step, median of {reps} interleaved repetitions (ms)")
     print(hdr)
@@ -234,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:8} {args.parts:>2} {t['original_1_thread']:>11.1f} "
             f"{t[f'original_{args.cores}_threads']:>10.1f} {t['parareal']:>10.1f} "
             f"{r['speedup_vs_1_thread']:>8.2f}x {r['speedup_vs_all_cores']:>6.2f}x "
-            f"{r['ideal_speedup']:>5.2f}x {100 * r['coarse_param_overhead']:>13.1f}%"
+            f"{r['ideal_speedup']:>5.2f}x {100 * r['coarse_param_overhead']:>13.1f}%  "
+            f"{r['cut_points']} ({r['balance']})"
         )
     if torch.cuda.is_available() and not args.no_gpu:
         print("\nGPU, devices executor (ms, peak memory MiB)")

@@ -1,6 +1,7 @@
 """The parareal network equals the original network where theory says it must."""
 
 import copy
+import importlib
 
 import pytest
 import torch
@@ -108,3 +109,53 @@ def test_cost_report(small_resnet, batch):
     assert r["ideal_speedup"] > 0 and 0 < r["ideal_speedup_flops"] < 3
     serial = r["pre_time_s"] + r["post_time_s"] + sum(c["fine_time_s"] for c in r["chunks"])
     assert r["serial_time_s"] == pytest.approx(serial)
+    assert r["schedule"] == "sweep first"
+    net.set_executor("threads")  # overlapped schedule: iteration 0 no longer waits for the sweep
+    over = net.cost_report()
+    assert over["schedule"] == "overlapped"
+    assert over["parareal_time_s"] <= r["parareal_time_s"]
+
+
+def test_tune_searches_cut_points(small_resnet, batch, monkeypatch):
+    """The search walks each cut towards the fastest timed split (a synthetic cost here)."""
+    network = importlib.import_module("torchpint.parareal.network")
+    target = [2, 6]
+
+    def fake_time(net, x, repeats=3):
+        cuts = [a for a, _ in net.block_ranges[1:]]
+        return 1.0 + sum(abs(c - t) for c, t in zip(cuts, target, strict=True))
+
+    monkeypatch.setattr(network, "_pass_time", fake_time)
+    start = parareal(small_resnet, 3, balance="time", example_input=batch)
+    first = [a for a, _ in start.block_ranges[1:]]
+    net = parareal(small_resnet, 3, balance="tune", example_input=batch)
+    got = [a for a, _ in net.block_ranges[1:]]
+    for c0, c, t in zip(first, got, target, strict=True):  # within the search radius of 3
+        assert abs(c - t) == max(0, abs(c0 - t) - 3)
+    assert net.tuning and min(net.tuning, key=lambda r: r[1])[0] == got
+
+
+def test_tune_leaves_the_model_untouched(small_resnet, batch):
+    """Real timing on the threads executor: BN statistics and .grad are as before, and the
+    candidates do not draw from the RNG (the coarse nets are those of a plain build)."""
+    before = copy.deepcopy(small_resnet.state_dict())
+    torch.manual_seed(5)
+    net = parareal(small_resnet, 2, balance="tune", example_input=batch, executor="threads")
+    for k, v in small_resnet.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0, msg=k)
+    assert all(p.grad is None for p in small_resnet.parameters())
+    cuts = [a for a, _ in net.block_ranges[1:]]
+    assert len(net.tuning) >= 2 and [c for c, _ in net.tuning].count(cuts) == 1
+    assert net.executor == "threads"
+    torch.manual_seed(5)
+    plain = parareal(small_resnet, 2, cut_points=cuts, example_input=batch)
+    for p, q in zip(net.coarse.parameters(), plain.coarse.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_tune_errors(small_resnet, batch):
+    with pytest.raises(ValueError, match="balance must be one of"):
+        parareal(small_resnet, 2, balance="fastest", example_input=batch)
+    mods = list(parareal(small_resnet, 2, balance="flops", example_input=batch).coarse)
+    with pytest.raises(ValueError, match="default coarse builder"):
+        parareal(small_resnet, 2, balance="tune", coarse=mods, example_input=batch)

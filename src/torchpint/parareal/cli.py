@@ -60,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--balance",
         default="flops",
-        choices=("flops", "time", "blocks"),
-        help="how automatic cuts balance the chunks (default flops: deterministic)",
+        choices=("flops", "time", "blocks", "tune"),
+        help="how automatic cuts balance the chunks (default flops: deterministic; tune: "
+        "time the parallel network on candidate cuts and keep the fastest)",
     )
     m.add_argument(
         "--executor",

@@ -18,6 +18,8 @@ network's; with C_j = F_j (the same modules) it is already after one iteration.
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,6 +86,7 @@ class PararealNetwork(nn.Module):
         self.block_ranges = list(block_ranges) if block_ranges else [(j, j + 1) for j in range(n)]
         self._example = None if example_input is None else example_input.detach()
         self._costs: dict[str, Any] | None = None
+        self.tuning: list[tuple[list[int], float]] = []  # set by parareal(balance="tune")
         self._executor: Executor = make_executor("serial")
 
     @property
@@ -283,29 +286,50 @@ def parareal(
         parts: the number of chunks N.
         iterations: parareal iterations k (1 = the paper's network; k >= N = exact).
         cut_points: block indices where chunks 2..N start; default: balanced by ``balance``.
-        balance: ``"time"`` (measured forward + backward), ``"flops"`` or ``"blocks"``.
+        balance: ``"time"`` (measured forward + backward of each block alone), ``"flops"``,
+            ``"blocks"``, or ``"tune"``: start from ``"time"`` and move each cut point
+            while the measured forward + backward of the whole parareal network on
+            ``executor`` gets faster (chunks slow each other down unequally when they run
+            at the same time; costs a few dozen passes on ``example_input``).
         coarse: ``None`` / ``"auto"`` / ``"conv"`` / ``"preact"`` (default builder), one
             module per chunk, or ``builder(j, fine_chunk, example_in, example_out)``.
         pre, post: P / Q as a module, or the number of leading / trailing blocks to use.
         example_input: a sample batch for shapes and costs; guessed from the first layer
             (``(2, C, 32, 32)`` for convs) when omitted.
         executor, devices, group: see ``PararealNetwork.set_executor``.
+
+    The network's ``tuning`` attribute lists ``(cut_points, seconds)`` of every candidate
+    that ``balance="tune"`` timed (empty otherwise).
     """
     if int(parts) != parts or parts < 1:
         raise ValueError(f"parts must be a positive integer, got {parts!r}")
     parts = int(parts)
+    if balance not in _BALANCE:
+        raise ValueError(f"balance must be one of {', '.join(_BALANCE)}; got {balance!r}")
     d = decompose(model, pre=pre, post=post)
     m = len(d.blocks)
     if example_input is None:
         example_input = infer_example_input(model)
     x = example_input.detach()
+    tuning: list[tuple[list[int], float]] = []
     if cut_points is not None:
         cuts = check_cuts(cut_points, m, parts)
     else:
         if parts > m:
             check_cuts([], m, parts)  # raises the "too many parts" error
-        costs, _, _ = block_costs(d, x, balance) if parts > 1 else ([1.0] * m, 0, 0)
+        how = "time" if balance == "tune" else balance
+        costs, _, _ = block_costs(d, x, how) if parts > 1 else ([1.0] * m, 0, 0)
         cuts = balanced_cuts(costs, parts)
+        if balance == "tune" and parts > 1:
+            if executor == "distributed" or not (coarse is None or isinstance(coarse, str)):
+                raise ValueError(
+                    "balance='tune' times candidate splits in this process, so it needs the "
+                    "default coarse builder (or a builder function) and a 'serial', "
+                    "'threads' or 'devices' executor; use balance='time' or cut_points=..."
+                )
+            with torch.random.fork_rng(devices=[]):  # candidates do not consume the RNG
+                tuning = _tune(d, x, cuts, coarse, iterations, executor, devices)
+            cuts = min(tuning, key=lambda t: t[1])[0]
         if balance == "time" and executor == "distributed" and dist.is_initialized():
             # measured times differ between ranks: take rank 0's cut points
             t = torch.tensor(cuts + [0], dtype=torch.long)
@@ -314,8 +338,23 @@ def parareal(
             src = dist.get_global_rank(group, 0) if group is not None else 0
             dist.broadcast(t, src=src, group=group)
             cuts = t.tolist()[:-1]
-    bounds = [0, *cuts, m]
-    ranges = [(bounds[j], bounds[j + 1]) for j in range(parts)]
+    net = _build(d, cuts, coarse, iterations, x)
+    net.train(model.training)
+    net.tuning = tuning
+    if executor != "serial":
+        net.set_executor(executor, devices=devices, group=group)
+    return net
+
+
+_BALANCE = ("time", "flops", "blocks", "tune")
+
+
+def _build(
+    d: Any, cuts: list[int], coarse: Any, iterations: int, x: torch.Tensor
+) -> PararealNetwork:
+    """The parareal network of decomposition ``d`` cut at ``cuts`` (coarse nets built here)."""
+    bounds = [0, *cuts, len(d.blocks)]
+    ranges = [(bounds[j], bounds[j + 1]) for j in range(len(bounds) - 1)]
     fine = [d.blocks[a] if b - a == 1 else nn.Sequential(*d.blocks[a:b]) for a, b in ranges]
     with _Training([d.pre, *fine], False), torch.no_grad():
         u = d.pre(x)
@@ -325,9 +364,74 @@ def parareal(
             u = f(u)
             outs.append(u)
     cs = build_coarse(coarse, fine, ins, outs)
-    training = model.training
-    net = PararealNetwork(d.pre, fine, cs, d.post, iterations, block_ranges=ranges, example_input=x)
-    net.train(training)
-    if executor != "serial":
-        net.set_executor(executor, devices=devices, group=group)
-    return net
+    return PararealNetwork(
+        d.pre, fine, cs, d.post, iterations, block_ranges=ranges, example_input=x
+    )
+
+
+def _pass_time(net: PararealNetwork, x: torch.Tensor, repeats: int = 3) -> float:
+    """Median seconds of forward + backward of ``net`` on ``x`` in train mode, after a
+    warm-up; gradients are returned, not accumulated, so ``.grad`` stays untouched."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    x = _on(net.pre, x)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    times = []
+    for i in range(repeats + 1):
+        sync()
+        t0 = time.perf_counter()
+        out = net(x)
+        if out.requires_grad and params:
+            torch.autograd.grad(out.sum(), params, allow_unused=True)
+        sync()
+        if i > 0:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _tune(
+    d: Any,
+    x: torch.Tensor,
+    cuts: list[int],
+    coarse: Any,
+    iterations: int,
+    executor: Any,
+    devices: Any,
+    radius: int = 3,
+) -> list[tuple[list[int], float]]:
+    """Coordinate search over the cut points: move each cut by one block at a time, in the
+    direction that makes the timed parareal pass faster, up to ``radius`` blocks. The
+    model's buffers (BN statistics) are restored after."""
+    mods = [d.pre, *d.blocks, d.post]
+    saved = [(b, b.detach().clone()) for m in mods for b in m.buffers()]
+    trials: dict[tuple[int, ...], float] = {}
+
+    def timed(c: list[int]) -> float:
+        key = tuple(c)
+        if key not in trials:
+            net = _build(d, c, coarse, iterations, x).train()
+            if executor != "serial":
+                net.set_executor(executor, devices=devices)
+            trials[key] = _pass_time(net, x)
+        return trials[key]
+
+    best = list(cuts)
+    try:
+        timed(best)
+        for i in range(len(best)):
+            for step in (1, -1):
+                moved = False
+                for _ in range(radius):
+                    cand = list(best)
+                    cand[i] += step
+                    lo = best[i - 1] if i else 0
+                    hi = best[i + 1] if i + 1 < len(best) else len(d.blocks)
+                    if not lo < cand[i] < hi or timed(cand) >= timed(best):
+                        break
+                    best, moved = cand, True
+                if moved:
+                    break
+    finally:
+        with torch.no_grad():
+            for b, v in saved:
+                b.copy_(v)
+    return [(list(k), t) for k, t in trials.items()]

@@ -237,7 +237,7 @@ def block_costs(
     forward FLOPs) or ``"blocks"`` (1 per block).
     """
     if how not in ("time", "flops", "blocks"):
-        raise ValueError(f"balance must be 'time', 'flops' or 'blocks', got {how!r}")
+        raise ValueError(f"cost must be 'time', 'flops' or 'blocks', got {how!r}")
 
     def cost(m: nn.Module, inp: torch.Tensor) -> tuple[float, torch.Tensor]:
         f, out = flops(m, inp)
