@@ -328,8 +328,7 @@ def parareal(
                     "'threads' or 'devices' executor; use balance='time' or cut_points=..."
                 )
             with torch.random.fork_rng(devices=[]):  # candidates do not consume the RNG
-                tuning = _tune(d, x, cuts, coarse, iterations, executor, devices)
-            cuts = min(tuning, key=lambda t: t[1])[0]
+                cuts, tuning = _tune(d, x, cuts, coarse, iterations, executor, devices)
         if balance == "time" and executor == "distributed" and dist.is_initialized():
             # measured times differ between ranks: take rank 0's cut points
             t = torch.tensor(cuts + [0], dtype=torch.long)
@@ -369,23 +368,19 @@ def _build(
     )
 
 
-def _pass_time(net: PararealNetwork, x: torch.Tensor, repeats: int = 3) -> float:
-    """Median seconds of forward + backward of ``net`` on ``x`` in train mode, after a
-    warm-up; gradients are returned, not accumulated, so ``.grad`` stays untouched."""
+def _pass_time(net: PararealNetwork, x: torch.Tensor) -> float:
+    """Seconds of one forward + backward of ``net`` on ``x``; gradients are returned, not
+    accumulated, so ``.grad`` stays untouched."""
     params = [p for p in net.parameters() if p.requires_grad]
     x = _on(net.pre, x)
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    times = []
-    for i in range(repeats + 1):
-        sync()
-        t0 = time.perf_counter()
-        out = net(x)
-        if out.requires_grad and params:
-            torch.autograd.grad(out.sum(), params, allow_unused=True)
-        sync()
-        if i > 0:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    sync()
+    t0 = time.perf_counter()
+    out = net(x)
+    if out.requires_grad and params:
+        torch.autograd.grad(out.sum(), params, allow_unused=True)
+    sync()
+    return time.perf_counter() - t0
 
 
 def _tune(
@@ -396,42 +391,46 @@ def _tune(
     iterations: int,
     executor: Any,
     devices: Any,
-    radius: int = 3,
-) -> list[tuple[list[int], float]]:
-    """Coordinate search over the cut points: move each cut by one block at a time, in the
-    direction that makes the timed parareal pass faster, up to ``radius`` blocks. The
-    model's buffers (BN statistics) are restored after."""
+    radius: int = 2,
+    rounds: int = 3,
+) -> tuple[list[int], list[tuple[list[int], float]]]:
+    """Coordinate search over the cut points: for each cut in turn, time the parareal pass
+    (train mode, on ``executor``) with that cut moved by ``-radius..radius`` blocks,
+    interleaved over ``rounds`` rounds after a warm-up so that drifting machine load hits
+    every candidate alike, and keep the fastest median unless it wins by less than 2%
+    (noise). Returns the cuts and every ``(candidate, median seconds)``. The model's
+    buffers (BN statistics) are restored after."""
     mods = [d.pre, *d.blocks, d.post]
     saved = [(b, b.detach().clone()) for m in mods for b in m.buffers()]
     trials: dict[tuple[int, ...], float] = {}
-
-    def timed(c: list[int]) -> float:
-        key = tuple(c)
-        if key not in trials:
-            net = _build(d, c, coarse, iterations, x).train()
-            if executor != "serial":
-                net.set_executor(executor, devices=devices)
-            trials[key] = _pass_time(net, x)
-        return trials[key]
-
     best = list(cuts)
     try:
-        timed(best)
         for i in range(len(best)):
-            for step in (1, -1):
-                moved = False
-                for _ in range(radius):
-                    cand = list(best)
-                    cand[i] += step
-                    lo = best[i - 1] if i else 0
-                    hi = best[i + 1] if i + 1 < len(best) else len(d.blocks)
-                    if not lo < cand[i] < hi or timed(cand) >= timed(best):
-                        break
-                    best, moved = cand, True
-                if moved:
-                    break
+            lo = best[i - 1] if i else 0
+            hi = best[i + 1] if i + 1 < len(best) else len(d.blocks)
+            cands = []
+            for c in range(max(lo + 1, best[i] - radius), min(hi, best[i] + radius + 1)):
+                cands.append([*best[:i], c, *best[i + 1 :]])
+            nets = []
+            for c in cands:
+                net = _build(d, c, coarse, iterations, x).train()
+                if executor != "serial":
+                    net.set_executor(executor, devices=devices)
+                _pass_time(net, x)  # warm-up
+                nets.append(net)
+            times: list[list[float]] = [[] for _ in cands]
+            for r in range(rounds):
+                for k in range(len(cands)):
+                    k = (k + r) % len(cands)
+                    times[k].append(_pass_time(nets[k], x))
+            med = [statistics.median(t) for t in times]
+            for c, t in zip(cands, med, strict=True):
+                trials[tuple(c)] = t
+            fastest = min(range(len(cands)), key=med.__getitem__)
+            if med[fastest] < 0.98 * trials[tuple(best)]:
+                best = cands[fastest]
     finally:
         with torch.no_grad():
             for b, v in saved:
                 b.copy_(v)
-    return [(list(k), t) for k, t in trials.items()]
+    return best, [(list(k), t) for k, t in trials.items()]
