@@ -392,7 +392,7 @@ def _tune(
     executor: Any,
     devices: Any,
     radius: int = 2,
-    rounds: int = 3,
+    rounds: int = 5,
 ) -> tuple[list[int], list[tuple[list[int], float]]]:
     """Coordinate search over the cut points: for each cut in turn, time the parareal pass
     (train mode, on ``executor``) with that cut moved by ``-radius..radius`` blocks,
