@@ -3,10 +3,13 @@
 CPU (always): the original network on 1 thread (the paper's comparison: one device per
 chunk against one device) and on all cores as intra-op threads (the honest comparison on
 this machine), against its parareal version with N chunks on the ``threads`` executor (one
-intra-op thread per chunk). Repetitions are interleaved (A, B, C, B, C, A, ...) and the
-median is reported, so drift in machine load hits all variants alike. Beside the measured
-speedup: the ideal one from the measured chunk costs (Amdahl, with the serial coarse
-sweeps: ``PararealNetwork.cost_report``) and the parameter overhead of the coarse nets.
+intra-op thread per chunk; cut points from ``balance="tune"`` by default). Repetitions
+are interleaved (A, B, C, B, C, A, ...) and the median is reported, so drift in machine
+load hits all variants alike. Beside the measured speedup: the ideal one from the measured
+chunk costs (Amdahl, with the serial coarse sweeps: ``PararealNetwork.cost_report``), the
+gain of overlapping the coarse sweep with the chunks (the same network with
+``ThreadsExecutor(overlap=False)`` timed in the same rounds) and the parameter overhead of
+the coarse nets.
 
 GPU (when available): N = 1..#GPUs with the ``devices`` executor against the original on
 one GPU, with the peak memory of each.
@@ -32,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchpint.models import build_model
-from torchpint.parareal import parareal
+from torchpint.parareal import ThreadsExecutor, parareal
 
 # name -> (model preset, depth, width, image size, batch size)
 CONFIGS: dict[str, tuple[str, int | None, int, int, int]] = {
@@ -122,10 +125,13 @@ def bench_cpu(
     net = parareal(model, parts, balance=balance, example_input=x, executor="threads")
     report = net.cost_report(x)
     torch.set_num_threads(cores)
+    sweep_first = copy.deepcopy(net)  # the ablation: iteration 0 waits for the coarse sweep
+    sweep_first.set_executor(ThreadsExecutor(overlap=False))
     variants = {
         "original_1_thread": (_step_fn(orig1, x, y), 1),
         f"original_{cores}_threads": (_step_fn(origall, x, y), cores),
         "parareal": (_step_fn(net, x, y), cores),  # threads executor: cores // N per chunk
+        "parareal_sweep_first": (_step_fn(sweep_first, x, y), cores),
     }
     times = _interleaved(variants, reps, warmup)
     torch.set_num_threads(cores)
@@ -145,6 +151,7 @@ def bench_cpu(
         "times": {k: _summary(v) for k, v in times.items()},
         "speedup_vs_1_thread": med["original_1_thread"] / med["parareal"],
         "speedup_vs_all_cores": med[f"original_{cores}_threads"] / med["parareal"],
+        "overlap_gain": med["parareal_sweep_first"] / med["parareal"],
         "ideal_speedup": report["ideal_speedup"],
         "ideal_speedup_flops": report["ideal_speedup_flops"],
         "coarse_param_overhead": report["coarse_param_overhead"],
@@ -170,9 +177,7 @@ def bench_gpu(name: str, cfg: tuple, reps: int, warmup: int, balance: str) -> li
     for n in range(1, n_gpu + 1):
         model = copy.deepcopy(base).to("cuda:0")
         devs = [f"cuda:{j}" for j in range(n)]
-        net = parareal(
-            model, n, balance=balance, example_input=x, executor="devices", devices=devs
-        )
+        net = parareal(model, n, balance=balance, example_input=x, executor="devices", devices=devs)
         report = net.cost_report(x)
         for j in range(n_gpu):
             torch.cuda.reset_peak_memory_stats(j)
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     hdr = (
         f"{'config':8} {'N':>2} {'orig 1 thr':>11} {'orig all':>10} {'parareal':>10} "
-        f"{'vs 1 thr':>9} {'vs all':>7} {'ideal':>6} {'coarse params':>14}  cuts"
+        f"{'vs 1 thr':>9} {'vs all':>7} {'ideal':>6} {'overlap':>8} {'coarse params':>14}  cuts"
     )
     print(f"CPU, one training step, median of {reps} interleaved repetitions (ms)")
     print(hdr)
@@ -237,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:8} {args.parts:>2} {t['original_1_thread']:>11.1f} "
             f"{t[f'original_{args.cores}_threads']:>10.1f} {t['parareal']:>10.1f} "
             f"{r['speedup_vs_1_thread']:>8.2f}x {r['speedup_vs_all_cores']:>6.2f}x "
-            f"{r['ideal_speedup']:>5.2f}x {100 * r['coarse_param_overhead']:>13.1f}%  "
+            f"{r['ideal_speedup']:>5.2f}x {r['overlap_gain']:>7.2f}x "
+            f"{100 * r['coarse_param_overhead']:>13.1f}%  "
             f"{r['cut_points']} ({r['balance']})"
         )
     if torch.cuda.is_available() and not args.no_gpu:

@@ -13,7 +13,7 @@ from torch import nn
 from tests.parareal.parareal_helpers import assert_grads_close, grads
 from torchpint.core import spawn_gloo
 from torchpint.models import preact_resnet
-from torchpint.parareal import parareal
+from torchpint.parareal import ThreadsExecutor, parareal
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -42,10 +42,10 @@ def _assert_same(net, ref, batch):
         torch.testing.assert_close(b, b_ref, atol=1e-12, rtol=1e-12, msg=n)
 
 
-@pytest.mark.parametrize("k", [1, 2])
-def test_threads_equals_serial(small_resnet, batch, k):
+@pytest.mark.parametrize("k, overlap", [(1, True), (2, True), (2, False)])
+def test_threads_equals_serial(small_resnet, batch, k, overlap):
     net, ref = _pair(small_resnet, batch, k=k)
-    net.set_executor("threads")
+    net.set_executor(ThreadsExecutor(overlap=overlap))
     assert net.executor == "threads"
     _assert_same(net, ref, batch)
     net.eval(), ref.eval()

@@ -35,6 +35,7 @@ class Executor:
     """Runs the active fine chunks: ``run(net, {j: lambda_j}) -> {j: F_j(lambda_j)}``."""
 
     name = "serial"
+    overlaps_sweep = False  # True: ``first_iteration`` runs iteration 0 with the sweep
 
     def setup(self, net: PararealNetwork) -> None:
         """Check the network and place its modules; called by ``set_executor``."""
@@ -207,16 +208,19 @@ class ThreadsExecutor(Executor):
         intra_op_threads: torch threads while the chunks run (set globally for that span,
             restored after). Default: the current count divided by the number of chunks
             running, at least 1, so N chunks on N cores do not oversubscribe.
+        overlap: run iteration 0 with the coarse sweep overlapped (``first_iteration``);
+            False runs the sweep first, as the other executors do (for comparisons).
     """
 
     name = "threads"
 
-    def __init__(self, intra_op_threads: int | None = None) -> None:
+    def __init__(self, intra_op_threads: int | None = None, overlap: bool = True) -> None:
         self.intra_op_threads = intra_op_threads
+        self.overlaps_sweep = overlap
         self._workers: list[_Worker] = []
 
     def _clone(self) -> Executor:
-        return ThreadsExecutor(self.intra_op_threads)
+        return ThreadsExecutor(self.intra_op_threads, self.overlaps_sweep)
 
     def __del__(self) -> None:
         for w in getattr(self, "_workers", []):

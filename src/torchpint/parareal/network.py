@@ -110,9 +110,8 @@ class PararealNetwork(nn.Module):
         n, k = self.parts, min(self.iterations, self.parts)
         u = self.pre(x)
         lam = [u]
-        first = getattr(self._executor, "first_iteration", None)
-        if first is not None and n > 1:  # the executor overlaps the sweep with the chunks
-            f, g = first(self, u)
+        if self._executor.overlaps_sweep and n > 1:
+            f, g = self._executor.first_iteration(self, u)  # type: ignore[attr-defined]
         else:
             f, g = {}, {}
             for j in range(n):  # coarse sweep
@@ -210,7 +209,7 @@ class PararealNetwork(nn.Module):
         c = self._costs
         n, k = self.parts, min(self.iterations, self.parts)
 
-        pipelined = n > 1 and getattr(self._executor, "first_iteration", None) is not None
+        pipelined = n > 1 and self._executor.overlaps_sweep
 
         def ideal(unit: str) -> tuple[float, float]:
             fine, coarse = c[f"fine_{unit}"], c[f"coarse_{unit}"]
