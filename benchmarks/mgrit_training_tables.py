@@ -54,6 +54,10 @@ XOR_VARIANTS: dict[str, dict[str, Any]] = {
     # Not in the paper: our Solver 1 F-cycles stall with a coarse rate of 8 (see docs).
     "(extra) Solver1 F a=1.0 amax=4": dict(
         solver="F", lr=1.0, lr_rule="geometric", lr_max=4.0, data="full", paper=None),
+    # The paper's "slow" growth: level l takes rate min(1.25**l, 8).
+    "(extra) Solver1 F a=1.0 g=1.25 amax=8": dict(
+        solver="F", lr=1.0, lr_rule="geometric", lr_growth=1.25, lr_max=8.0, data="full",
+        paper=None),
 }
 
 ADDER_VARIANTS: dict[str, dict[str, Any]] = {
@@ -77,7 +81,8 @@ def run_cell(job: tuple[str, str, dict[str, Any], int, int, int]) -> dict[str, A
     problem_name, variant, cfg, n, seed, max_iter = job
     task = make_task(problem_name, seed)
     p = TrainingProblem(task.model, task.loss_fn, task.data, n, lr=cfg["lr"],
-                        lr_rule=cfg["lr_rule"], lr_max=cfg["lr_max"], data_rule=cfg["data"])
+                        lr_rule=cfg["lr_rule"], lr_growth=cfg.get("lr_growth", 2.0),
+                        lr_max=cfg["lr_max"], data_rule=cfg["data"])
     t = time.perf_counter()
     rec: dict[str, Any] = dict(problem=problem_name, variant=variant, steps=n, seed=seed)
     try:

@@ -287,8 +287,9 @@ class ThreadsExecutor(Executor):
         ``lam_{j+1} = C_j(lam_j)`` and hands each chunk its input the moment it is ready;
         chunk j (j >= 1) also computes ``g_j = C_j(lam_j)`` on its own thread, and the last
         chunk runs on this thread after the sweep. Backward mirrors it: every chunk on its
-        thread, then the sweep's backward here while chunk 0 may still be running. Values
-        are the serial executor's bit for bit (same modules, same inputs).
+        thread, then the sweep's backward here while chunk 0 may still be running. Forward
+        values are the serial executor's bit for bit (same modules, same inputs); gradients
+        are summed in another order, so they agree to rounding.
         """
         grad = torch.is_grad_enabled() and (
             u.requires_grad or bool(_unique_trainable([*net.fine, *net.coarse]))

@@ -418,9 +418,8 @@ def _tune(
                 _pass_time(net, x)  # warm-up
                 nets.append(net)
             times: list[list[float]] = [[] for _ in cands]
-            for r in range(rounds):
-                for k in range(len(cands)):
-                    k = (k + r) % len(cands)
+            for r in range(rounds):  # rotate the order every round
+                for k in [(r + q) % len(cands) for q in range(len(cands))]:
                     times[k].append(_pass_time(nets[k], x))
             med = [statistics.median(t) for t in times]
             for c, t in zip(cands, med, strict=True):
