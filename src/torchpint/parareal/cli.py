@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import sys
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -75,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated devices, e.g. cuda:0,cuda:1 (devices executor: one "
         "per chunk; distributed: one per local rank; else the device to use)",
+    )
+    m.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="distributed executor: seconds a rank waits for the others before it fails "
+        "with an error (a peer died or hung; default 300)",
     )
     d = parser.add_argument_group("data")
     d.add_argument(
@@ -155,8 +163,11 @@ def parse_devices(spec: str | None) -> list[torch.device] | None:
     return out
 
 
-def _init_distributed(devices: list[torch.device] | None) -> tuple[int, int, torch.device]:
-    """Join the torchrun process group; ``(rank, world, this rank's device)``."""
+def _init_distributed(
+    devices: list[torch.device] | None, timeout: float
+) -> tuple[int, int, torch.device]:
+    """Join the torchrun process group; ``(rank, world, this rank's device)``. Every
+    collective fails after ``timeout`` seconds instead of torch's default 30 minutes."""
     import torch.distributed as dist
 
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
@@ -171,7 +182,9 @@ def _init_distributed(devices: list[torch.device] | None) -> tuple[int, int, tor
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group(
+            "nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout)
+        )
     return dist.get_rank(), dist.get_world_size(), dev
 
 
@@ -218,7 +231,7 @@ def _run(args: argparse.Namespace) -> int:
     devices = parse_devices(args.devices)
     rank, world = 0, 1
     if args.executor == "distributed":
-        rank, world, home = _init_distributed(devices)
+        rank, world, home = _init_distributed(devices, args.timeout)
         parts = world if args.parts is None else args.parts
         if parts != world:
             raise ValueError(
