@@ -116,20 +116,21 @@ def test_cost_report(small_resnet, batch):
     assert over["parareal_time_s"] <= r["parareal_time_s"]
 
 
-def test_tune_searches_cut_points(small_resnet, batch, monkeypatch):
-    """The search walks each cut towards the fastest timed split (a synthetic cost here)."""
+@pytest.mark.parametrize(("start", "target"), [([1, 4], [2, 6]), ([1, 2], [4, 7])])
+def test_tune_searches_cut_points(small_resnet, batch, monkeypatch, start, target):
+    """The search walks each cut towards the fastest timed split (a synthetic cost here),
+    beyond its first window (radius 2) and with the neighbouring cut making room."""
     network = importlib.import_module("torchpint.parareal.network")
-    target = [2, 6]
 
     def fake_time(net, x):
         cuts = [a for a, _ in net.block_ranges[1:]]
         return 1.0 + sum(abs(c - t) for c, t in zip(cuts, target, strict=True))
 
     monkeypatch.setattr(network, "_pass_time", fake_time)
-    monkeypatch.setattr(network, "balanced_cuts", lambda costs, parts: [1, 4])  # the start
+    monkeypatch.setattr(network, "balanced_cuts", lambda costs, parts: start)
     net = parareal(small_resnet, 3, balance="tune", example_input=batch)
     got = [a for a, _ in net.block_ranges[1:]]
-    assert got == target  # each within the search radius (2) of its start
+    assert got == target
     assert net.tuning and min(net.tuning, key=lambda r: r[1])[0] == got
 
 

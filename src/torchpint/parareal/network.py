@@ -393,23 +393,30 @@ def _tune(
     radius: int = 2,
     rounds: int = 5,
 ) -> tuple[list[int], list[tuple[list[int], float]]]:
-    """Coordinate search over the cut points: for each cut in turn, time the parareal pass
-    (train mode, on ``executor``) with that cut moved by ``-radius..radius`` blocks,
-    interleaved over ``rounds`` rounds after a warm-up so that drifting machine load hits
-    every candidate alike, and keep the fastest median unless it wins by less than 2%
-    (noise). Returns the cuts and every ``(candidate, median seconds)``. The model's
-    buffers (BN statistics) are restored after."""
+    """Coordinate search over the cut points: time the parareal pass (train mode, on
+    ``executor``) with one cut moved by ``-radius..radius`` blocks, interleaved over
+    ``rounds`` rounds after a warm-up so that drifting machine load hits every candidate
+    alike, and keep the fastest median unless it wins by less than 2% (noise). A cut that
+    lands on the window's edge gets a new window around it, and a moved cut reopens its
+    neighbours (their room changed); at most ``3 * len(cuts) + 1`` windows in all.
+    Returns the cuts and every ``(candidate, median seconds)``, the last timing of each.
+    The model's buffers (BN statistics) are restored after."""
     mods = [d.pre, *d.blocks, d.post]
     saved = [(b, b.detach().clone()) for m in mods for b in m.buffers()]
     trials: dict[tuple[int, ...], float] = {}
     best = list(cuts)
+    open_ = list(range(len(best)))  # cuts whose window is still to be timed
     try:
-        for i in range(len(best)):
+        for _ in range(3 * len(best) + 1):
+            if not open_:
+                break
+            i = open_.pop(0)
             lo = best[i - 1] if i else 0
             hi = best[i + 1] if i + 1 < len(best) else len(d.blocks)
-            cands = []
-            for c in range(max(lo + 1, best[i] - radius), min(hi, best[i] + radius + 1)):
-                cands.append([*best[:i], c, *best[i + 1 :]])
+            cands = [
+                [*best[:i], c, *best[i + 1 :]]
+                for c in range(max(lo + 1, best[i] - radius), min(hi, best[i] + radius + 1))
+            ]
             nets = []
             for c in cands:
                 net = _build(d, c, coarse, iterations, x).train()
@@ -425,8 +432,14 @@ def _tune(
             for c, t in zip(cands, med, strict=True):
                 trials[tuple(c)] = t
             fastest = min(range(len(cands)), key=med.__getitem__)
-            if med[fastest] < 0.98 * trials[tuple(best)]:
-                best = cands[fastest]
+            if med[fastest] >= 0.98 * trials[tuple(best)]:
+                continue
+            moved = abs(cands[fastest][i] - best[i])
+            best = cands[fastest]
+            again = [j for j in (i - 1, i + 1) if 0 <= j < len(best)]
+            if moved == radius:
+                again.append(i)
+            open_ += [j for j in again if j not in open_]
     finally:
         with torch.no_grad():
             for b, v in saved:
