@@ -112,7 +112,14 @@ def _batch(cfg: tuple, in_channels: int = 3, device: str = "cpu") -> tuple[torch
 
 
 def bench_cpu(
-    name: str, cfg: tuple, parts: int, reps: int, warmup: int, cores: int, balance: str
+    name: str,
+    cfg: tuple,
+    parts: int,
+    reps: int,
+    warmup: int,
+    cores: int,
+    balance: str,
+    coarse: str = "auto",
 ) -> dict[str, Any]:
     """Original (1 thread, all cores) vs parareal on the threads executor."""
     preset, depth, width, size, bs = cfg
@@ -122,7 +129,9 @@ def bench_cpu(
     orig1 = copy.deepcopy(model)
     origall = copy.deepcopy(model)
     torch.set_num_threads(1)  # chunk costs and balance as each chunk will run: one thread
-    net = parareal(model, parts, balance=balance, example_input=x, executor="threads")
+    net = parareal(
+        model, parts, balance=balance, coarse=coarse, example_input=x, executor="threads"
+    )
     report = net.cost_report(x)
     torch.set_num_threads(cores)
     sweep_first = copy.deepcopy(net)  # the ablation: iteration 0 waits for the coarse sweep
@@ -146,6 +155,7 @@ def bench_cpu(
         "parts": parts,
         "cores": cores,
         "balance": balance,
+        "coarse": coarse,
         "cut_points": [b for _, b in net.block_ranges[:-1]],
         "tuning": [{"cut_points": c, "pass_s": t} for c, t in net.tuning],
         "times": {k: _summary(v) for k, v in times.items()},
@@ -161,7 +171,9 @@ def bench_cpu(
     }
 
 
-def bench_gpu(name: str, cfg: tuple, reps: int, warmup: int, balance: str) -> list[dict]:
+def bench_gpu(
+    name: str, cfg: tuple, reps: int, warmup: int, balance: str, coarse: str = "auto"
+) -> list[dict]:
     """The devices executor on N = 1..#GPUs against the original on one GPU."""
     n_gpu = torch.cuda.device_count()
     rows = []
@@ -177,7 +189,15 @@ def bench_gpu(name: str, cfg: tuple, reps: int, warmup: int, balance: str) -> li
     for n in range(1, n_gpu + 1):
         model = copy.deepcopy(base).to("cuda:0")
         devs = [f"cuda:{j}" for j in range(n)]
-        net = parareal(model, n, balance=balance, example_input=x, executor="devices", devices=devs)
+        net = parareal(
+            model,
+            n,
+            balance=balance,
+            coarse=coarse,
+            example_input=x,
+            executor="devices",
+            devices=devs,
+        )
         report = net.cost_report(x)
         for j in range(n_gpu):
             torch.cuda.reset_peak_memory_stats(j)
@@ -211,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     p.add_argument("--balance", default="tune", choices=("tune", "time", "flops", "blocks"))
+    p.add_argument(
+        "--coarse",
+        default="auto",
+        choices=("auto", "conv", "pool", "preact"),
+        help="kind of the default coarse networks",
+    )
     p.add_argument("--quick", action="store_true", help="tiny models, 3 reps: checks it runs")
     p.add_argument("--no-gpu", action="store_true", help="skip the GPU part")
     p.add_argument("--json", default=None, metavar="PATH")
@@ -235,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU, one training step, median of {reps} interleaved repetitions (ms)")
     print(hdr)
     for name in args.configs:
-        r = bench_cpu(name, configs[name], args.parts, reps, warmup, args.cores, args.balance)
+        r = bench_cpu(
+            name, configs[name], args.parts, reps, warmup, args.cores, args.balance, args.coarse
+        )
         out["cpu"].append(r)
         t = {k: 1e3 * v["median_s"] for k, v in r["times"].items()}
         print(
@@ -249,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available() and not args.no_gpu:
         print("\nGPU, devices executor (ms, peak memory MiB)")
         for name in args.configs:
-            for r in bench_gpu(name, configs[name], reps, warmup, args.balance):
+            for r in bench_gpu(name, configs[name], reps, warmup, args.balance, args.coarse):
                 out["gpu"].append(r)
                 print(
                     f"{name:8} N={r['parts']} original {1e3 * r['original']['median_s']:.1f} "

@@ -54,6 +54,11 @@ XOR_VARIANTS: dict[str, dict[str, Any]] = {
     # Not in the paper: our Solver 1 F-cycles stall with a coarse rate of 8 (see docs).
     "(extra) Solver1 F a=1.0 amax=4": dict(
         solver="F", lr=1.0, lr_rule="geometric", lr_max=4.0, data="full", paper=None),
+    # The other reading of Solver 2: coarse step k of level l takes the example of its
+    # first fine step, (k * 2**l) mod 4, instead of k mod 4 (what the library does).
+    "(extra) Solver2 two-level a=1.0 amax=8 fine-index data": dict(
+        solver="two-level", lr=1.0, lr_rule="geometric", lr_max=8.0, data="serial",
+        keying="fine", paper=None),
     # The paper's "slow" growth: level l takes rate min(1.25**l, 8).
     "(extra) Solver1 F a=1.0 g=1.25 amax=8": dict(
         solver="F", lr=1.0, lr_rule="geometric", lr_growth=1.25, lr_max=8.0, data="full",
@@ -83,6 +88,9 @@ def run_cell(job: tuple[str, str, dict[str, Any], int, int, int]) -> dict[str, A
     p = TrainingProblem(task.model, task.loss_fn, task.data, n, lr=cfg["lr"],
                         lr_rule=cfg["lr_rule"], lr_growth=cfg.get("lr_growth", 2.0),
                         lr_max=cfg["lr_max"], data_rule=cfg["data"])
+    if cfg.get("keying") == "fine":  # data of a coarse step keyed by its fine index
+        batch = p.batch
+        p.batch = lambda i, level=0: batch(p.fine_index(i, level), 0)  # type: ignore[method-assign]
     t = time.perf_counter()
     rec: dict[str, Any] = dict(problem=problem_name, variant=variant, steps=n, seed=seed)
     try:
@@ -185,14 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        meta = {"seeds": args.seeds, "max_iter": args.max_iter, "wall_seconds":
-                prev_wall + time.perf_counter() - t0,
+        meta = {"seeds": sorted({r["seed"] for r in records}), "max_iter": args.max_iter,
+                "wall_seconds": prev_wall + time.perf_counter() - t0,
                 "cpu_seconds": sum(r["seconds"] for r in records)}
         out.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
 
     print(f"{len(jobs)} solves on {args.jobs} worker(s)", file=sys.stderr)
     with mp.get_context("spawn").Pool(args.jobs) as pool:
-        for rec in pool.imap(run_cell, jobs):
+        for rec in pool.imap_unordered(run_cell, jobs):  # save each cell as it ends
             records.append(rec)
             it = "div" if rec.get("diverged") else rec["iterations"]
             print(f"  {rec['problem']} {rec['variant']:32s} N={rec['steps']:6d} "

@@ -162,11 +162,20 @@ def test_coarse_shape_mismatch_names_chunk_and_shapes(small_resnet, batch):
 
 def test_default_coarse_shapes_and_kinds():
     x, y = torch.randn(2, 8, 9, 9), torch.randn(2, 16, 5, 5)
-    for kind in ("conv", "preact", "auto"):
-        assert default_coarse(x, y, kind)(x).shape == y.shape
-    assert isinstance(default_coarse(x, y.relu(), "auto")[-1], nn.ReLU)
     odd = torch.randn(2, 16, 4, 3)  # not a plain stride: resampled
-    assert default_coarse(x, odd, "preact")(x).shape == odd.shape
+    same = torch.randn(2, 16, 9, 9)  # stride 1
+    for kind in ("conv", "pool", "preact", "auto"):
+        for out in (y, odd, same):
+            assert default_coarse(x, out, kind)(x).shape == out.shape
+    assert isinstance(default_coarse(x, y.relu(), "auto")[-1], nn.ReLU)
+    # "pool": average-pool by the stride and a 1x1 conv, a ninth of the 3x3 conv's weights
+    pool, conv = default_coarse(x, y, "pool"), default_coarse(x, y, "conv")
+    assert isinstance(pool[0], nn.AvgPool2d) and pool[0].kernel_size == (2, 2)
+    assert sum(p.numel() for p in pool.parameters()) * 9 == sum(
+        p.numel() for p in conv.parameters()) == 9 * 8 * 16
+    assert not any(isinstance(m, nn.AvgPool2d) for m in default_coarse(x, same, "pool"))
+    with pytest.raises(ValueError, match="coarse kind must be"):
+        default_coarse(x, y, "sep")
     with pytest.raises(ValueError, match="no default coarse"):
         default_coarse(torch.randn(2, 3, 4), torch.randn(2, 3, 4))
 

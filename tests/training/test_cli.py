@@ -30,3 +30,13 @@ def test_cli_reports_divergence(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "diverged" in err and "coarse-level learning rate is too large" in err
     assert json.loads(out.read_text())["diverged"]
+
+
+def test_cli_not_converged_names_the_coarse_rate(capsys):
+    # XOR seed 0 with coarse rates up to 8: the F-cycle stalls (see docs/training-mgrit.md)
+    rc = main(["train-mgrit", "--problem", "xor", "--steps", "800", "--solver", "F",
+               "--lr-max", "8", "--data", "full", "--max-iter", "3", "--no-verify",
+               "--no-progress"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "not converged in 3 iterations" in err and "lower --lr-max" in err

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--coarse",
         default="auto",
-        choices=("auto", "conv", "preact"),
+        choices=("auto", "conv", "pool", "preact"),
         help="kind of the default coarse networks (see torchpint.parareal.default_coarse)",
     )
     m.add_argument(

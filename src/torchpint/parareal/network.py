@@ -290,8 +290,8 @@ def parareal(
             while the measured forward + backward of the whole parareal network on
             ``executor`` gets faster (chunks slow each other down unequally when they run
             at the same time; costs a few dozen passes on ``example_input``).
-        coarse: ``None`` / ``"auto"`` / ``"conv"`` / ``"preact"`` (default builder), one
-            module per chunk, or ``builder(j, fine_chunk, example_in, example_out)``.
+        coarse: ``None`` / ``"auto"`` / ``"pool"`` / ``"conv"`` / ``"preact"`` (default
+            builder), one module per chunk, or ``builder(j, fine_chunk, example_in, example_out)``.
         pre, post: P / Q as a module, or the number of leading / trailing blocks to use.
         example_input: a sample batch for shapes and costs; guessed from the first layer
             (``(2, C, 32, 32)`` for convs) when omitted.

@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     from torchpint.core import DivergenceError, init_distributed
     from torchpint.training.api import train_mgrit
+    from torchpint.training.problem import DIVERGENCE_HINT
     from torchpint.training.tasks import make_task
 
     if args.threads:
@@ -126,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
         f"engine {s['engine']}")
     say(f"MGRIT: {res.iterations} iterations, converged={res.converged}, final residual "
         f"{res.residuals[-1]:.3e} (tol {s['tol']:.3e}), solve {tm['solve']:.2f}s")
+    if not res.converged:
+        print(f"train-mgrit: not converged in {res.iterations} iterations. A residual that "
+              "stalls from the first iterations usually means unstable coarse steps (a "
+              "gradient step with rate a is unstable where a * lambda_max(Hessian) > 2; "
+              f"see benchmarks/mgrit_sharpness.py): {DIVERGENCE_HINT}.", file=sys.stderr)
     out = res.to_dict()
     if res.verification is not None:
         v = res.verification
