@@ -174,6 +174,9 @@ def test_default_coarse_shapes_and_kinds():
     assert sum(p.numel() for p in pool.parameters()) * 9 == sum(
         p.numel() for p in conv.parameters()) == 9 * 8 * 16
     assert not any(isinstance(m, nn.AvgPool2d) for m in default_coarse(x, same, "pool"))
+    flat_in, flat_out = torch.randn(2, 6), torch.randn(2, 4).relu()
+    assert isinstance(default_coarse(flat_in, flat_out)[-1], nn.ReLU)  # auto keeps y >= 0
+    assert len(default_coarse(flat_in, flat_out - 1.0)) == 1  # a plain linear layer
     with pytest.raises(ValueError, match="coarse kind must be"):
         default_coarse(x, y, "sep")
     with pytest.raises(ValueError, match="no default coarse"):

@@ -82,7 +82,7 @@ def default_coarse(
         kind = "pool" if bool((y >= 0).all()) else "preact"
     if x.dim() == 2 and y.dim() == 2:
         layers: list[nn.Module] = [nn.Linear(x.shape[1], y.shape[1])]
-        if kind == "conv":
+        if kind in ("conv", "pool"):
             layers.append(nn.ReLU())
         return nn.Sequential(*layers)
     if x.dim() != 4 or y.dim() != 4:
@@ -98,16 +98,14 @@ def default_coarse(
     size = None if exact else (ho, wo)  # odd sizes: resample exactly at the end
     if kind == "preact":
         mod: nn.Module = PreActCoarse(cin, cout, stride, size, norm)
-    elif kind == "pool":  # average-pool by the stride, then a 1x1 conv: ~1/9 of "conv"
-        pool = [nn.AvgPool2d(stride, ceil_mode=True)] if stride != (1, 1) else []
-        fix = [nn.AdaptiveAvgPool2d(size)] if size else []
-        bn = [nn.BatchNorm2d(cout)] if norm else []
-        mod = nn.Sequential(*pool, nn.Conv2d(cin, cout, 1, bias=False), *fix, *bn, nn.ReLU())
     else:
-        conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        core: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)]
+        if kind == "pool":  # average-pool by the stride, then a 1x1 conv: ~1/9 of "conv"
+            core = [nn.AvgPool2d(stride, ceil_mode=True)] if stride != (1, 1) else []
+            core.append(nn.Conv2d(cin, cout, 1, bias=False))
         fix = [nn.AdaptiveAvgPool2d(size)] if size else []
         bn = [nn.BatchNorm2d(cout)] if norm else []
-        mod = nn.Sequential(conv, *fix, *bn, nn.ReLU())
+        mod = nn.Sequential(*core, *fix, *bn, nn.ReLU())
     for m in mod.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
