@@ -75,7 +75,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--lr", type=float, default=None, help="fine rate (default: the task's)")
-    ap.add_argument("--lr-max", type=float, nargs="+", default=[2.0, 4.0, 8.0])
+    ap.add_argument("--lr-max", type=float, nargs="*", default=[2.0, 4.0, 8.0])
     ap.add_argument("--solver", choices=("two-level", "V", "F"), default="F")
     ap.add_argument("--data", choices=("full", "serial"), default="full")
     ap.add_argument("--every", type=int, default=1, help="measure every k-th step")
