@@ -374,7 +374,8 @@ def _run(args: argparse.Namespace) -> int:
         b = results["baseline"]
         say(
             f"baseline: test accuracy {b['test_accuracy']:.2f}%  step "
-            f"{1e3 * b['step_time_s']:.1f} ms  params {b['params']:,}  ({b['threads']} threads)"
+            f"{1e3 * b['step_time_s']:.1f} ms  params {b['params']:,}  "
+            f"({b['threads']} thread{'' if b['threads'] == 1 else 's'})"
         )
         say(f"speedup (baseline step / parareal step): {speedup:.2f}x")
     if args.json:
