@@ -113,6 +113,18 @@ def test_resume_matches_uninterrupted_training(tmp_path, digits8):
     for a, b in zip(r_full.history, r_res.history, strict=True):
         assert (a.train_loss, a.test_accuracy, a.lr) == (b.train_loss, b.test_accuracy, b.lr)
     assert load_checkpoint(ckpt)["epoch"] == 2
+    # another network's checkpoint is refused with what to check
+    with pytest.raises(ValueError, match="another network's weights"):
+        fit(
+            nn.Sequential(nn.Flatten(), nn.Linear(64, 10)),
+            digits8.train,
+            digits8.test,
+            cfg,
+            checkpoint=ckpt,
+            resume=True,
+            log=None,
+            progress=False,
+        )
     # a different recipe is refused, naming what differs
     with pytest.raises(ValueError, match="lr"):
         fit(

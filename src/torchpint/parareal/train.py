@@ -262,7 +262,15 @@ def fit(
                 f"cannot resume {checkpoint}: it was trained with another recipe "
                 f"(checkpoint, now): {diff}"
             )
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise ValueError(
+                f"cannot resume {checkpoint}: it holds another network's weights (model, "
+                "parts, cut points or coarse networks differ; the default coarse network "
+                "of VGG-style chunks became 'pool', so pass --coarse conv / coarse='conv' "
+                f"to resume a run started before that): {e}"
+            ) from e
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         result.history = [EpochStats(**h) for h in state["history"]]
