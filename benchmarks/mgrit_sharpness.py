@@ -16,6 +16,7 @@ on Hessian-vector products, warm-started from the previous point), prints 2 / la
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import math
@@ -33,7 +34,7 @@ def peak_sharpness(
     task: Any, steps: int, lr: float, data: str, every: int, iters: int
 ) -> tuple[float, int]:
     """``(lambda*, step)``: the largest Hessian eigenvalue met along serial training."""
-    model, loss_fn = task.model.double(), task.loss_fn
+    model, loss_fn = copy.deepcopy(task.model).double(), task.loss_fn
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for _, p in model.named_parameters()]
     sizes = [p.numel() for _, p in model.named_parameters()]
@@ -96,9 +97,7 @@ def main() -> int:
     for seed in args.seeds:
         task = make_task(args.problem, seed)
         lr = args.lr if args.lr is not None else task.defaults["lr"]
-        peak, where = peak_sharpness(
-            make_task(args.problem, seed), args.steps, lr, args.data, args.every, args.power_iters
-        )
+        peak, where = peak_sharpness(task, args.steps, lr, args.data, args.every, args.power_iters)
         row: dict[str, Any] = dict(
             seed=seed, lr=lr, peak=peak, peak_step=where, stable_rate=2.0 / peak, iterations={}
         )

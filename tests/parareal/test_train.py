@@ -97,17 +97,21 @@ def test_resume_matches_uninterrupted_training(tmp_path, digits8):
         progress=False,
     )
     assert load_checkpoint(ckpt)["epoch"] == 1
+
+    def resume(model: nn.Module, config: TrainConfig):
+        return fit(
+            model,
+            digits8.train,
+            digits8.test,
+            config,
+            checkpoint=ckpt,
+            resume=True,
+            log=None,
+            progress=False,
+        )
+
     resumed = _tiny_cnn()  # a fresh process would build the same untrained model
-    r_res = fit(
-        resumed,
-        digits8.train,
-        digits8.test,
-        cfg,
-        checkpoint=ckpt,
-        resume=True,
-        log=None,
-        progress=False,
-    )
+    r_res = resume(resumed, cfg)
     assert r_res.resumed_from == 1 and len(r_res.history) == 2
     assert _states_equal(full.state_dict(), resumed.state_dict())
     for a, b in zip(r_full.history, r_res.history, strict=True):
@@ -115,28 +119,10 @@ def test_resume_matches_uninterrupted_training(tmp_path, digits8):
     assert load_checkpoint(ckpt)["epoch"] == 2
     # another network's checkpoint is refused with what to check
     with pytest.raises(ValueError, match="another network's weights"):
-        fit(
-            nn.Sequential(nn.Flatten(), nn.Linear(64, 10)),
-            digits8.train,
-            digits8.test,
-            cfg,
-            checkpoint=ckpt,
-            resume=True,
-            log=None,
-            progress=False,
-        )
+        resume(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), cfg)
     # a different recipe is refused, naming what differs
     with pytest.raises(ValueError, match="lr"):
-        fit(
-            _tiny_cnn(),
-            digits8.train,
-            digits8.test,
-            TrainConfig(epochs=2, lr=0.1),
-            checkpoint=ckpt,
-            resume=True,
-            log=None,
-            progress=False,
-        )
+        resume(_tiny_cnn(), TrainConfig(epochs=2, lr=0.1))
 
 
 def test_fit_trains_a_parareal_network(digits8):
