@@ -4,8 +4,9 @@ CPU (always): the original network on 1 thread (the paper's comparison: one devi
 chunk against one device) and on all cores as intra-op threads (the honest comparison on
 this machine), against its parareal version with N chunks on the ``threads`` executor (one
 intra-op thread per chunk; cut points from ``balance="tune"`` by default). Repetitions
-are interleaved (A, B, C, B, C, A, ...) and the median is reported, so drift in machine
-load hits all variants alike. Beside the measured speedup: the ideal one from the measured
+are interleaved (A, B, C, B, C, A, ...); times are medians, and a speedup is the median
+(with quartiles) of the ratios of the two variants' times in the same round, so drift in
+machine load cancels. Beside the measured speedup: the ideal one from the measured
 chunk costs (Amdahl, with the serial coarse sweeps: ``PararealNetwork.cost_report``), the
 gain of overlapping the coarse sweep with the chunks (the same network with
 ``ThreadsExecutor(overlap=False)`` timed in the same rounds) and the parameter overhead of
@@ -40,7 +41,7 @@ from torchpint.parareal import ThreadsExecutor, parareal
 # name -> (model preset, depth, width, image size, batch size)
 CONFIGS: dict[str, tuple[str, int | None, int, int, int]] = {
     "resnet": ("resnet", 164, 16, 32, 32),  # ResNet-164 (bottleneck, 54 blocks)
-    "vgg": ("vgg16", None, 32, 32, 64),  # VGG-16-BN at half the paper's width
+    "vgg": ("vgg16", None, 64, 32, 64),  # VGG-16-BN at the paper's (full) width
 }
 QUICK: dict[str, tuple[str, int | None, int, int, int]] = {
     "resnet": ("resnet", 20, 8, 16, 16),
@@ -94,13 +95,50 @@ def _interleaved(
     return times
 
 
-def _summary(ts: list[float]) -> dict[str, float]:
+def _summary(ts: list[float]) -> dict[str, Any]:
     return {
         "median_s": statistics.median(ts),
         "min_s": min(ts),
         "max_s": max(ts),
         "reps": len(ts),
+        "all_s": ts,
     }
+
+
+def _ratio(times: dict[str, list[float]], num: str, den: str) -> tuple[float, float, float]:
+    """Median and quartiles of the per-round ratios ``num / den``: both were timed in the
+    same round, so load that drifts between rounds cancels."""
+    r = sorted(a / b for a, b in zip(times[num], times[den], strict=True))
+    if len(r) < 2:
+        return r[0], r[0], r[0]
+    q1, _, q3 = statistics.quantiles(r, n=4)
+    return statistics.median(r), q1, q3
+
+
+def _pooled(rows: list[dict[str, Any]], name: str, cores: int) -> dict[str, Any]:
+    """The per-round ratios of every run of config ``name`` taken together."""
+    times: dict[str, list[float]] = {}
+    for r in rows:
+        if r["config"] == name:
+            for k, v in r["times"].items():
+                times.setdefault(k, []).extend(v["all_s"])
+    vs1 = _ratio(times, "original_1_thread", "parareal")
+    vsall = _ratio(times, f"original_{cores}_threads", "parareal")
+    ratios = [a / b for a, b in zip(times["original_1_thread"], times["parareal"], strict=True)]
+    return {
+        "config": name,
+        "rounds": len(ratios),
+        "speedup_vs_1_thread": vs1[0],
+        "speedup_vs_1_thread_quartiles": vs1[1:],
+        "speedup_vs_all_cores": vsall[0],
+        "speedup_vs_all_cores_quartiles": vsall[1:],
+        "share_at_least_1.6x": sum(x >= 1.6 for x in ratios) / len(ratios),
+    }
+
+
+def _fmt_ratio(row: dict[str, Any], key: str) -> str:
+    lo, hi = row[f"{key}_quartiles"]
+    return f"{row[key]:.2f}x [{lo:.2f}-{hi:.2f}]"
 
 
 def _batch(cfg: tuple, in_channels: int = 3, device: str = "cpu") -> tuple[torch.Tensor, ...]:
@@ -144,7 +182,8 @@ def bench_cpu(
     }
     times = _interleaved(variants, reps, warmup)
     torch.set_num_threads(cores)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    vs1 = _ratio(times, "original_1_thread", "parareal")
+    vsall = _ratio(times, f"original_{cores}_threads", "parareal")
     return {
         "config": name,
         "model": preset,
@@ -159,9 +198,11 @@ def bench_cpu(
         "cut_points": [b for _, b in net.block_ranges[:-1]],
         "tuning": [{"cut_points": c, "pass_s": t} for c, t in net.tuning],
         "times": {k: _summary(v) for k, v in times.items()},
-        "speedup_vs_1_thread": med["original_1_thread"] / med["parareal"],
-        "speedup_vs_all_cores": med[f"original_{cores}_threads"] / med["parareal"],
-        "overlap_gain": med["parareal_sweep_first"] / med["parareal"],
+        "speedup_vs_1_thread": vs1[0],
+        "speedup_vs_1_thread_quartiles": vs1[1:],
+        "speedup_vs_all_cores": vsall[0],
+        "speedup_vs_all_cores_quartiles": vsall[1:],
+        "overlap_gain": _ratio(times, "parareal_sweep_first", "parareal")[0],
         "ideal_speedup": report["ideal_speedup"],
         "ideal_speedup_flops": report["ideal_speedup_flops"],
         "coarse_param_overhead": report["coarse_param_overhead"],
@@ -237,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=("auto", "conv", "pool", "preact"),
         help="kind of the default coarse networks",
     )
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="repeat each CPU config (cut tuning included) and also report the ratios of "
+        "all rounds pooled (default 1)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny models, 3 reps: checks it runs")
     p.add_argument("--no-gpu", action="store_true", help="skip the GPU part")
     p.add_argument("--json", default=None, metavar="PATH")
@@ -256,24 +304,41 @@ def main(argv: list[str] | None = None) -> int:
     }
     hdr = (
         f"{'config':8} {'N':>2} {'orig 1 thr':>11} {'orig all':>10} {'parareal':>10} "
-        f"{'vs 1 thr':>9} {'vs all':>7} {'ideal':>6} {'overlap':>8} {'coarse params':>14}  cuts"
+        f"{'vs 1 thr [IQR]':>20} {'vs all [IQR]':>20} {'ideal':>6} {'overlap':>8} "
+        f"{'coarse params':>14}  cuts"
     )
-    print(f"CPU, one training step, median of {reps} interleaved repetitions (ms)")
+    print(
+        f"CPU, one training step, median of {reps} interleaved repetitions (ms); speedups: "
+        "median [quartiles] of the per-round ratios"
+    )
     print(hdr)
-    for name in args.configs:
+    runs = [(name, i) for name in args.configs for i in range(max(1, args.runs))]
+    for name, i in runs:
         r = bench_cpu(
             name, configs[name], args.parts, reps, warmup, args.cores, args.balance, args.coarse
         )
+        r["run"] = i
         out["cpu"].append(r)
         t = {k: 1e3 * v["median_s"] for k, v in r["times"].items()}
         print(
             f"{name:8} {args.parts:>2} {t['original_1_thread']:>11.1f} "
             f"{t[f'original_{args.cores}_threads']:>10.1f} {t['parareal']:>10.1f} "
-            f"{r['speedup_vs_1_thread']:>8.2f}x {r['speedup_vs_all_cores']:>6.2f}x "
+            f"{_fmt_ratio(r, 'speedup_vs_1_thread'):>20} "
+            f"{_fmt_ratio(r, 'speedup_vs_all_cores'):>20} "
             f"{r['ideal_speedup']:>5.2f}x {r['overlap_gain']:>7.2f}x "
             f"{100 * r['coarse_param_overhead']:>13.1f}%  "
             f"{r['cut_points']} ({r['balance']})"
         )
+    if args.runs > 1:
+        out["cpu_pooled"] = [_pooled(out["cpu"], name, args.cores) for name in args.configs]
+        print(f"\nAll {args.runs} runs pooled: median [quartiles] of the per-round ratios")
+        for r in out["cpu_pooled"]:
+            print(
+                f"{r['config']:8} {r['rounds']:>3} rounds  vs 1 thr "
+                f"{_fmt_ratio(r, 'speedup_vs_1_thread')}  vs all "
+                f"{_fmt_ratio(r, 'speedup_vs_all_cores')}  share of rounds >= 1.6x vs 1 thr: "
+                f"{r['share_at_least_1.6x']:.0%}"
+            )
     if torch.cuda.is_available() and not args.no_gpu:
         print("\nGPU, devices executor (ms, peak memory MiB)")
         for name in args.configs:
