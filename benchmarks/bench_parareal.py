@@ -115,6 +115,20 @@ def _ratio(times: dict[str, list[float]], num: str, den: str) -> tuple[float, fl
     return statistics.median(r), q1, q3
 
 
+def _speedups(times: dict[str, list[float]], cores: int) -> dict[str, Any]:
+    """Parareal against the original on 1 thread and on all cores (per-round ratios)."""
+    vs1 = _ratio(times, "original_1_thread", "parareal")
+    vsall = _ratio(times, f"original_{cores}_threads", "parareal")
+    ratios = [a / b for a, b in zip(times["original_1_thread"], times["parareal"], strict=True)]
+    return {
+        "speedup_vs_1_thread": vs1[0],
+        "speedup_vs_1_thread_quartiles": vs1[1:],
+        "speedup_vs_all_cores": vsall[0],
+        "speedup_vs_all_cores_quartiles": vsall[1:],
+        "share_at_least_1.6x": sum(x >= 1.6 for x in ratios) / len(ratios),
+    }
+
+
 def _pooled(rows: list[dict[str, Any]], name: str, cores: int) -> dict[str, Any]:
     """The per-round ratios of every run of config ``name`` taken together."""
     times: dict[str, list[float]] = {}
@@ -122,18 +136,8 @@ def _pooled(rows: list[dict[str, Any]], name: str, cores: int) -> dict[str, Any]
         if r["config"] == name:
             for k, v in r["times"].items():
                 times.setdefault(k, []).extend(v["all_s"])
-    vs1 = _ratio(times, "original_1_thread", "parareal")
-    vsall = _ratio(times, f"original_{cores}_threads", "parareal")
-    ratios = [a / b for a, b in zip(times["original_1_thread"], times["parareal"], strict=True)]
-    return {
-        "config": name,
-        "rounds": len(ratios),
-        "speedup_vs_1_thread": vs1[0],
-        "speedup_vs_1_thread_quartiles": vs1[1:],
-        "speedup_vs_all_cores": vsall[0],
-        "speedup_vs_all_cores_quartiles": vsall[1:],
-        "share_at_least_1.6x": sum(x >= 1.6 for x in ratios) / len(ratios),
-    }
+    rounds = len(times["parareal"])
+    return {"config": name, "rounds": rounds, **_speedups(times, cores)}
 
 
 def _fmt_ratio(row: dict[str, Any], key: str) -> str:
@@ -182,8 +186,6 @@ def bench_cpu(
     }
     times = _interleaved(variants, reps, warmup)
     torch.set_num_threads(cores)
-    vs1 = _ratio(times, "original_1_thread", "parareal")
-    vsall = _ratio(times, f"original_{cores}_threads", "parareal")
     return {
         "config": name,
         "model": preset,
@@ -198,10 +200,7 @@ def bench_cpu(
         "cut_points": [b for _, b in net.block_ranges[:-1]],
         "tuning": [{"cut_points": c, "pass_s": t} for c, t in net.tuning],
         "times": {k: _summary(v) for k, v in times.items()},
-        "speedup_vs_1_thread": vs1[0],
-        "speedup_vs_1_thread_quartiles": vs1[1:],
-        "speedup_vs_all_cores": vsall[0],
-        "speedup_vs_all_cores_quartiles": vsall[1:],
+        **_speedups(times, cores),
         "overlap_gain": _ratio(times, "parareal_sweep_first", "parareal")[0],
         "ideal_speedup": report["ideal_speedup"],
         "ideal_speedup_flops": report["ideal_speedup_flops"],
