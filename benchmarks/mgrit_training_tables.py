@@ -7,7 +7,9 @@ stop at ||r||_2 <= 1e-9 sqrt(N), at most 50 iterations. Each cell is run for sev
 seeds of the initial weights and reported as ``median [min-max]``; ``50+`` means not
 converged within the budget, ``div`` a DivergenceError. The published counts are printed
 beside ours as labelled reference numbers. Results are written to JSON after every run,
-so an interrupted run keeps what it finished (``--resume`` skips finished cells).
+so an interrupted run keeps what it finished (``--resume`` skips finished cells); with
+``--checkpoint-dir`` each solve also saves its MGRIT state after every iteration and a
+later run with the same directory continues an unfinished cell where it stopped.
 
     python benchmarks/mgrit_training_tables.py --problem xor --max-steps 3200 --seeds 0 1 2
     python benchmarks/mgrit_training_tables.py --problem adder --max-steps 400 --seeds 0 1
@@ -19,6 +21,7 @@ import argparse
 import json
 import math
 import multiprocessing as mp
+import re
 import statistics
 import sys
 import time
@@ -73,8 +76,18 @@ ADDER_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_cell(job: tuple[str, str, dict[str, Any], int, int, int]) -> dict[str, Any]:
-    """One MGRIT solve: (problem, variant, settings, N, seed, max_iter) -> record."""
+def _ckpt_name(problem: str, variant: str, n: int, seed: int) -> str:
+    slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", variant).strip("_")
+    return f"{problem}_{slug}_N{n}_seed{seed}.pt"
+
+
+def run_cell(job: tuple[str, str, dict[str, Any], int, int, int, str | None]) -> dict[str, Any]:
+    """One MGRIT solve: (problem, variant, settings, N, seed, max_iter, ckpt dir) -> record.
+
+    With a checkpoint directory the solve resumes from its checkpoint there, saves after
+    every iteration and deletes the file when the cell is finished. ``seconds`` counts
+    the iterations of earlier, interrupted runs too.
+    """
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -83,7 +96,7 @@ def run_cell(job: tuple[str, str, dict[str, Any], int, int, int]) -> dict[str, A
     from torchpint.core import MGRIT, DivergenceError
     from torchpint.training import TrainingProblem, default_tol, make_task, solver_options
 
-    problem_name, variant, cfg, n, seed, max_iter = job
+    problem_name, variant, cfg, n, seed, max_iter, ckpt_dir = job
     task = make_task(problem_name, seed)
     p = TrainingProblem(task.model, task.loss_fn, task.data, n, lr=cfg["lr"],
                         lr_rule=cfg["lr_rule"], lr_growth=cfg.get("lr_growth", 2.0),
@@ -93,15 +106,24 @@ def run_cell(job: tuple[str, str, dict[str, Any], int, int, int]) -> dict[str, A
         p.batch = lambda i, level=0: batch(p.fine_index(i, level), 0)  # type: ignore[method-assign]
     t = time.perf_counter()
     rec: dict[str, Any] = dict(problem=problem_name, variant=variant, steps=n, seed=seed)
+    ckpt = Path(ckpt_dir, _ckpt_name(problem_name, variant, n, seed)) if ckpt_dir else None
+    earlier = 0.0  # seconds of the iterations done by interrupted runs
     try:
         mg = MGRIT(p, relax="FCF", tol=default_tol(n), max_iter=max_iter,
                    **solver_options(cfg["solver"]))
-        res = mg.solve()
+        if ckpt is not None and ckpt.exists():
+            state = torch.load(ckpt, weights_only=False)
+            mg.load_state_dict(state)
+            earlier = sum(state["iter_times"])
+            rec["resumed_at_iteration"] = state["iteration"]
+        res = mg.solve(checkpoint=ckpt)
         rec.update(iterations=res.iterations, converged=res.converged,
                    residuals=res.residuals, levels=mg.grid.num_levels)
     except DivergenceError as err:
         rec.update(iterations=None, converged=False, diverged=True, error=str(err)[:300])
-    rec["seconds"] = time.perf_counter() - t
+    rec["seconds"] = earlier + time.perf_counter() - t
+    if ckpt is not None:
+        ckpt.unlink(missing_ok=True)
     return rec
 
 
@@ -160,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--json", default="benchmarks/results/mgrit_training_tables.json")
     ap.add_argument("--resume", action="store_true", help="keep finished cells of --json")
+    ap.add_argument("--checkpoint-dir", default=None,
+                    help="save each solve's MGRIT state here after every iteration and "
+                         "continue unfinished solves from it")
     ap.add_argument("--report", action="store_true",
                     help="only print the tables of the cells already in --json")
     args = ap.parse_args(argv)
@@ -187,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in args.seeds:
                     if (prob, name, n, seed) not in done and not args.report:
                         cfg2 = {k: v for k, v in cfg.items() if k != "paper"}
-                        jobs.append((prob, name, cfg2, n, seed, args.max_iter))
+                        jobs.append((prob, name, cfg2, n, seed, args.max_iter,
+                                     args.checkpoint_dir))
 
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
