@@ -1,5 +1,7 @@
 """The NumPy sigmoid-MLP engine against autograd, and the determinism checks."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ def _flat(model):
         (sigmoid_mlp((3, 4, 1)), HalfSSELoss()),
         (sigmoid_mlp((5, 7, 6, 3), bias=True), nn.MSELoss(reduction="sum")),
         (sigmoid_mlp((4, 6, 2), bias=True, sigmoid_output=False), nn.MSELoss()),
+        (sigmoid_mlp((8, 96, 5), bias=True), HalfSSELoss()),  # large: torch.sigmoid path
     ],
 )
 def test_fast_engine_matches_autograd(model, loss):
@@ -37,6 +40,29 @@ def test_fast_engine_matches_autograd(model, loss):
     assert l1 == pytest.approx(l2, rel=1e-12)
     np.testing.assert_allclose(g1, g2.numpy(), rtol=1e-10, atol=1e-13)
     assert fast.loss(w.numpy(), x.numpy(), y.numpy()) == pytest.approx(l2, rel=1e-12)
+
+
+def test_fast_engine_reuses_its_workspace_safely():
+    """Reused buffers must not leak between calls, batch sizes or threads."""
+    torch.manual_seed(0)
+    model = sigmoid_mlp((8, 96, 5), bias=True)
+    eng = SigmoidMLPEngine.from_model(model, HalfSSELoss())
+    w1 = _flat(model).numpy()
+    w2 = w1 + 0.1
+    rng = np.random.default_rng(0)
+    (x, y), (x2, y2) = [(rng.random((b, 8)), rng.random((b, 5))) for b in (9, 13)]
+    l1, g1 = eng.loss_grad(w1, x, y)
+    kept = g1.copy()
+    eng.loss_grad(w2, x, y)
+    eng.loss_grad(w1, x2, y2)
+    np.testing.assert_array_equal(g1, kept)  # returned gradients are not workspace views
+    assert eng.loss_grad(w1, x, y)[0] == l1
+    np.testing.assert_array_equal(eng.loss_grad(w1, x, y)[1], kept)
+    assert eng.loss(w1, x, y) == l1
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda w: eng.loss_grad(w, x, y)[1], [w1, w2] * 20))
+    for g in outs[::2]:
+        np.testing.assert_array_equal(g, kept)
 
 
 def test_fast_engine_refuses_other_models():

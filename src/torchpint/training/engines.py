@@ -16,6 +16,7 @@ Two engines share one contract:
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -58,6 +59,21 @@ def _loss_scale(loss_fn: Any, n_out: int) -> Callable[[int], float] | None:
     return None
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function, in place on ``z``.
+
+    SciPy's ``expit`` costs about 5 ns per float64 element, several times PyTorch's
+    vectorized ``torch.sigmoid`` (zero-copy through ``from_numpy``), whose per-call
+    overhead of a few microseconds loses only below about 500 elements. On the adder
+    (500 x 204 activations a step) this nearly halves the time of a step.
+    """
+    if z.size < 512:
+        return expit(z, out=z)
+    t = torch.from_numpy(z)
+    torch.sigmoid(t, out=t)
+    return z
+
+
 class SigmoidMLPEngine:
     """NumPy forward/backward of a plain sigmoid MLP (see the module docstring)."""
 
@@ -76,6 +92,7 @@ class SigmoidMLPEngine:
         self.numel = off
         self.scale = scale
         self.native = "numpy"
+        self._workspace: dict[tuple[int, int, np.dtype], list] = {}
 
     @classmethod
     def from_model(cls, model: nn.Module, loss_fn: Any) -> SigmoidMLPEngine | None:
@@ -99,41 +116,63 @@ class SigmoidMLPEngine:
             return None
         return cls(layers, scale)
 
-    def _forward(self, w: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
+    def _buffers(self, b: int, dtype: np.dtype) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per-layer arrays (activation, delta, scratch) for batch size ``b``, reused.
+
+        Fresh temporaries the size of the adder's activations come from ``mmap`` and
+        page-fault on first touch, which cost about as much as the arithmetic: reusing
+        them nearly halves a step. Keyed by thread, so threads may share one engine.
+        """
+        key = (threading.get_ident(), b, dtype)
+        bufs = self._workspace.get(key)
+        if bufs is None:
+            bufs = [(np.empty((b, o), dtype), np.empty((b, o), dtype), np.empty((b, o), dtype))
+                    for o, *_ in self.layers]
+            self._workspace[key] = bufs
+        return bufs
+
+    def _forward(self, w: np.ndarray, x: np.ndarray, bufs: list) -> list[np.ndarray]:
+        """The activations, input first; all but ``x`` live in ``bufs``."""
         acts = [x]
         a = x
-        for o, i, wsl, bsl, sig in self.layers:
-            z = a @ w[wsl].reshape(o, i).T
+        for (o, i, wsl, bsl, sig), (z, _, _) in zip(self.layers, bufs, strict=True):
+            np.matmul(a, w[wsl].reshape(o, i).T, out=z)
             if bsl is not None:
                 z += w[bsl]
-            a = expit(z) if sig else z
+            if sig:
+                _sigmoid(z)
+            a = z
             acts.append(a)
         return acts
 
     def loss(self, w: np.ndarray, x: np.ndarray, y: np.ndarray, key: int = 0) -> float:
-        d = self._forward(w, x)[-1] - y
+        d = self._forward(w, x, self._buffers(x.shape[0], w.dtype))[-1] - y
         return float(self.scale(x.shape[0]) * np.vdot(d, d))
 
     def loss_grad(
         self, w: np.ndarray, x: np.ndarray, y: np.ndarray, key: int = 0
     ) -> tuple[float, np.ndarray]:
-        acts = self._forward(w, x)
+        bufs = self._buffers(x.shape[0], w.dtype)
+        acts = self._forward(w, x, bufs)
         c = self.scale(x.shape[0])
-        a = acts[-1]
-        diff = a - y
-        loss = float(c * np.vdot(diff, diff))
-        delta = (2.0 * c) * diff
+        delta = bufs[-1][1]
+        np.subtract(acts[-1], y, out=delta)
+        loss = float(c * np.vdot(delta, delta))
+        delta *= 2.0 * c
         g = np.empty(self.numel, dtype=w.dtype)
         for k in range(len(self.layers) - 1, -1, -1):
             o, i, wsl, bsl, sig = self.layers[k]
-            out = acts[k + 1]
-            if sig:
-                delta = delta * out * (1.0 - out)
-            g[wsl] = (delta.T @ acts[k]).ravel()
+            _, delta, scratch = bufs[k]
+            if sig:  # delta * out * (1 - out), in that order
+                out = acts[k + 1]
+                delta *= out
+                np.subtract(1.0, out, out=scratch)
+                delta *= scratch
+            np.matmul(delta.T, acts[k], out=g[wsl].reshape(o, i))
             if bsl is not None:
-                g[bsl] = delta.sum(axis=0)
+                np.sum(delta, axis=0, out=g[bsl])
             if k:
-                delta = delta @ w[wsl].reshape(o, i)
+                np.matmul(delta, w[wsl].reshape(o, i), out=bufs[k - 1][1])
         return loss, g
 
 
