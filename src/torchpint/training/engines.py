@@ -74,6 +74,15 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return z
 
 
+def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[...] = a @ b``: BLAS writes large products straight into ``out`` (no fresh
+    temporary); small ones take plain ``@``, since ``out=`` costs about 2 us a call there."""
+    if out.size < 4096:
+        out[...] = a @ b
+        return out
+    return np.matmul(a, b, out=out)
+
+
 class SigmoidMLPEngine:
     """NumPy forward/backward of a plain sigmoid MLP (see the module docstring)."""
 
@@ -136,7 +145,7 @@ class SigmoidMLPEngine:
         acts = [x]
         a = x
         for (o, i, wsl, bsl, sig), (z, _, _) in zip(self.layers, bufs, strict=True):
-            np.matmul(a, w[wsl].reshape(o, i).T, out=z)
+            _matmul(a, w[wsl].reshape(o, i).T, z)
             if bsl is not None:
                 z += w[bsl]
             if sig:
@@ -168,11 +177,11 @@ class SigmoidMLPEngine:
                 delta *= out
                 np.subtract(1.0, out, out=scratch)
                 delta *= scratch
-            np.matmul(delta.T, acts[k], out=g[wsl].reshape(o, i))
+            _matmul(delta.T, acts[k], g[wsl].reshape(o, i))
             if bsl is not None:
                 np.sum(delta, axis=0, out=g[bsl])
             if k:
-                np.matmul(delta, w[wsl].reshape(o, i), out=bufs[k - 1][1])
+                _matmul(delta, w[wsl].reshape(o, i), bufs[k - 1][1])
         return loss, g
 
 
