@@ -59,6 +59,9 @@ def _loss_scale(loss_fn: Any, n_out: int) -> Callable[[int], float] | None:
     return None
 
 
+_SMALL = 4096  # arrays below this many elements: fresh temporaries are cheaper
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     """The logistic function, in place on ``z``.
 
@@ -74,10 +77,12 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return z
 
 
-def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out[...] = a @ b``: BLAS writes large products straight into ``out`` (no fresh
-    temporary); small ones take plain ``@``, since ``out=`` costs about 2 us a call there."""
-    if out.size < 4096:
+def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``a @ b``, into ``out`` when given: BLAS writes large products straight there (no
+    fresh temporary); small ones take plain ``@``, as ``out=`` costs about 2 us a call."""
+    if out is None:
+        return a @ b
+    if out.size < _SMALL:
         out[...] = a @ b
         return out
     return np.matmul(a, b, out=out)
@@ -101,7 +106,9 @@ class SigmoidMLPEngine:
         self.numel = off
         self.scale = scale
         self.native = "numpy"
+        self.width = max(o for o, *_ in layers)
         self._workspace: dict[tuple[int, int, np.dtype], list] = {}
+        self._no_buffers = [(None, None, None)] * len(layers)
 
     @classmethod
     def from_model(cls, model: nn.Module, loss_fn: Any) -> SigmoidMLPEngine | None:
@@ -125,13 +132,16 @@ class SigmoidMLPEngine:
             return None
         return cls(layers, scale)
 
-    def _buffers(self, b: int, dtype: np.dtype) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _buffers(self, b: int, dtype: np.dtype) -> list[tuple[Any, Any, Any]]:
         """Per-layer arrays (activation, delta, scratch) for batch size ``b``, reused.
 
         Fresh temporaries the size of the adder's activations come from ``mmap`` and
-        page-fault on first touch, which cost about as much as the arithmetic: reusing
-        them nearly halves a step. Keyed by thread, so threads may share one engine.
+        page-fault on first touch, which costs about as much as the arithmetic. Small
+        networks get ``None`` (fresh arrays are cheaper there). Keyed by thread, so
+        threads may share one engine.
         """
+        if b * self.width < _SMALL:
+            return self._no_buffers
         key = (threading.get_ident(), b, dtype)
         bufs = self._workspace.get(key)
         if bufs is None:
@@ -141,16 +151,15 @@ class SigmoidMLPEngine:
         return bufs
 
     def _forward(self, w: np.ndarray, x: np.ndarray, bufs: list) -> list[np.ndarray]:
-        """The activations, input first; all but ``x`` live in ``bufs``."""
+        """The activations, input first (the others may live in ``bufs``)."""
         acts = [x]
         a = x
         for (o, i, wsl, bsl, sig), (z, _, _) in zip(self.layers, bufs, strict=True):
-            _matmul(a, w[wsl].reshape(o, i).T, z)
+            a = _matmul(a, w[wsl].reshape(o, i).T, z)
             if bsl is not None:
-                z += w[bsl]
+                a += w[bsl]
             if sig:
-                _sigmoid(z)
-            a = z
+                _sigmoid(a)
             acts.append(a)
         return acts
 
@@ -164,24 +173,21 @@ class SigmoidMLPEngine:
         bufs = self._buffers(x.shape[0], w.dtype)
         acts = self._forward(w, x, bufs)
         c = self.scale(x.shape[0])
-        delta = bufs[-1][1]
-        np.subtract(acts[-1], y, out=delta)
+        delta = np.subtract(acts[-1], y, out=bufs[-1][1])
         loss = float(c * np.vdot(delta, delta))
         delta *= 2.0 * c
         g = np.empty(self.numel, dtype=w.dtype)
         for k in range(len(self.layers) - 1, -1, -1):
             o, i, wsl, bsl, sig = self.layers[k]
-            _, delta, scratch = bufs[k]
             if sig:  # delta * out * (1 - out), in that order
                 out = acts[k + 1]
                 delta *= out
-                np.subtract(1.0, out, out=scratch)
-                delta *= scratch
+                delta *= np.subtract(1.0, out, out=bufs[k][2])
             _matmul(delta.T, acts[k], g[wsl].reshape(o, i))
             if bsl is not None:
                 np.sum(delta, axis=0, out=g[bsl])
             if k:
-                _matmul(delta, w[wsl].reshape(o, i), bufs[k - 1][1])
+                delta = _matmul(delta, w[wsl].reshape(o, i), bufs[k - 1][1])
         return loss, g
 
 
