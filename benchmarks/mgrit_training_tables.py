@@ -13,6 +13,7 @@ later run with the same directory continues an unfinished cell where it stopped.
 
     python benchmarks/mgrit_training_tables.py --problem xor --max-steps 3200 --seeds 0 1 2
     python benchmarks/mgrit_training_tables.py --problem adder --max-steps 400 --seeds 0 1
+    python benchmarks/mgrit_training_tables.py --problem adder --report --plot adder.png
 """
 
 from __future__ import annotations
@@ -171,6 +172,46 @@ def format_table(records: list[dict[str, Any]], problem: str, variants: dict[str
     return "\n".join(lines)
 
 
+def plot_histories(records: list[dict[str, Any]], problem: str, variants: dict[str, Any],
+                   steps: list[int], seed: int, path: str) -> None:
+    """One panel per variant: the residual history of every N for ``seed``, log scale,
+    with each N's tolerance 1e-9 sqrt(N) dashed in the same colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 3 if len(variants) > 4 else len(variants)
+    rows = -(-len(variants) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
+                             sharex=True, sharey=True)
+    colours = plt.cm.viridis([k / max(1, len(steps) - 1) for k in range(len(steps))])
+    for ax, name in zip(axes.flat, variants, strict=False):
+        for n, colour in zip(steps, colours, strict=True):
+            rec = next((r for r in records if r["problem"] == problem and r["variant"] == name
+                        and r["steps"] == n and r["seed"] == seed and r.get("residuals")), None)
+            if rec is None:
+                continue
+            res = rec["residuals"]
+            ax.semilogy(range(1, len(res) + 1), [max(r, 1e-300) for r in res], "-",
+                        color=colour, lw=1.2, label=f"N={n}")
+            ax.axhline(1e-9 * math.sqrt(n), color=colour, ls=":", lw=0.8)
+        ax.set_title(name, fontsize=9)
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes.flat[len(variants):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("MGRIT iteration")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("residual 2-norm")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.suptitle(f"{problem}: residual histories, seed {seed} (dotted: tolerance of each N)")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problem", choices=["xor", "adder", "all"], default="xor")
@@ -185,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-dir", default=None,
                     help="save each solve's MGRIT state here after every iteration and "
                          "continue unfinished solves from it")
+    ap.add_argument("--plot", metavar="PATH",
+                    help="write the residual histories of --plot-seed as a PNG (per problem: "
+                         "PATH with the problem's name inserted when --problem all)")
+    ap.add_argument("--plot-seed", type=int, default=0)
     ap.add_argument("--report", action="store_true",
                     help="only print the tables of the cells already in --json")
     args = ap.parse_args(argv)
@@ -237,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     for prob, variants, steps in tables:
         print(format_table(records, prob, variants, steps, args.max_iter))
         print()
+        if args.plot:
+            path = Path(args.plot)
+            if len(tables) > 1:
+                path = path.with_name(f"{path.stem}_{prob}{path.suffix}")
+            plot_histories(records, prob, variants, steps, args.plot_seed, str(path))
+            print(f"plot: {path}")
     print(f"wall {time.perf_counter() - t0:.0f}s; JSON: {out}")
     return 0
 
