@@ -208,6 +208,7 @@ def plot_histories(records: list[dict[str, Any]], problem: str, variants: dict[s
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.suptitle(f"{problem}: residual histories, seed {seed} (dotted: tolerance of each N)")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
