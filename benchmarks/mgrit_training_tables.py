@@ -128,6 +128,13 @@ def run_cell(job: tuple[str, str, dict[str, Any], int, int, int, str | None]) ->
     return rec
 
 
+def _cell(records: list[dict[str, Any]], problem: str, variant: str,
+          n: int) -> list[dict[str, Any]]:
+    """The records of one table cell: every seed's run of ``variant`` at ``N = n``."""
+    return [r for r in records
+            if r["problem"] == problem and r["variant"] == variant and r["steps"] == n]
+
+
 def _cell_text(recs: list[dict[str, Any]], max_iter: int) -> str:
     if not recs:
         return "-"
@@ -159,9 +166,7 @@ def format_table(records: list[dict[str, Any]], problem: str, variants: dict[str
     lines = [f"{problem}: MGRIT iterations to ||r|| <= 1e-9 sqrt(N) (max {max_iter})", head,
              "-" * len(head)]
     for name, cfg in variants.items():
-        cells = [_cell_text([r for r in records if r["problem"] == problem
-                             and r["variant"] == name and r["steps"] == n], max_iter)
-                 for n in steps]
+        cells = [_cell_text(_cell(records, problem, name, n), max_iter) for n in steps]
         lines.append(f"{name} (ours)".ljust(width) + "".join(f"{c:>14}" for c in cells))
         if cfg.get("paper"):
             full = XOR_STEPS if problem == "xor" else ADDER_STEPS
@@ -188,8 +193,8 @@ def plot_histories(records: list[dict[str, Any]], problem: str, variants: dict[s
     colours = plt.cm.viridis([k / max(1, len(steps) - 1) for k in range(len(steps))])
     for ax, name in zip(axes.flat, variants, strict=False):
         for n, colour in zip(steps, colours, strict=True):
-            rec = next((r for r in records if r["problem"] == problem and r["variant"] == name
-                        and r["steps"] == n and r["seed"] == seed and r.get("residuals")), None)
+            rec = next((r for r in _cell(records, problem, name, n)
+                        if r["seed"] == seed and r.get("residuals")), None)
             if rec is None:
                 continue
             res = rec["residuals"]

@@ -60,6 +60,7 @@ def _loss_scale(loss_fn: Any, n_out: int) -> Callable[[int], float] | None:
 
 
 _SMALL = 4096  # arrays below this many elements: fresh temporaries are cheaper
+_TORCH_SIGMOID_MIN = 512  # from this many elements torch.sigmoid beats expit
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -70,7 +71,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     overhead of a few microseconds loses only below about 500 elements. On the adder
     (500 x 204 activations a step) this takes about a third off a step.
     """
-    if z.size < 512:
+    if z.size < _TORCH_SIGMOID_MIN:
         return expit(z, out=z)
     t = torch.from_numpy(z)
     torch.sigmoid(t, out=t)
