@@ -40,3 +40,4 @@ def test_cli_not_converged_names_the_coarse_rate(capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert "not converged in 3 iterations" in err and "lower --lr-max" in err
+    assert "mgrit_sensitivity.py" in err

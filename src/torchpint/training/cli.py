@@ -131,7 +131,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"train-mgrit: not converged in {res.iterations} iterations. A residual that "
               "stalls from the first iterations usually means unstable coarse steps (a "
               "gradient step with rate a is unstable where a * lambda_max(Hessian) > 2; "
-              f"see benchmarks/mgrit_sharpness.py): {DIVERGENCE_HINT}.", file=sys.stderr)
+              f"see benchmarks/mgrit_sharpness.py): {DIVERGENCE_HINT}. A residual that sits "
+              "on a plateau that lengthens with --steps usually means serial training itself "
+              "amplifies errors by many orders of magnitude (see "
+              "benchmarks/mgrit_sensitivity.py); then the iteration converges only about as "
+              "fast as information travels step by step: take fewer steps or more "
+              "--max-iter.", file=sys.stderr)
     out = res.to_dict()
     if res.verification is not None:
         v = res.verification
