@@ -275,15 +275,15 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu_seconds": sum(r["seconds"] for r in records)}
         out.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
 
-    print(f"{len(jobs)} solves on {args.jobs} worker(s)", file=sys.stderr)
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        for rec in pool.imap_unordered(run_cell, jobs):  # save each cell as it ends
-            records.append(rec)
-            it = "div" if rec.get("diverged") else rec["iterations"]
-            print(f"  {rec['problem']} {rec['variant']:32s} N={rec['steps']:6d} "
-                  f"seed={rec['seed']} it={it} ({rec['seconds']:.1f}s)", file=sys.stderr)
-            save()
     if jobs:
+        print(f"{len(jobs)} solves on {args.jobs} worker(s)", file=sys.stderr)
+        with mp.get_context("spawn").Pool(args.jobs) as pool:
+            for rec in pool.imap_unordered(run_cell, jobs):  # save each cell as it ends
+                records.append(rec)
+                it = "div" if rec.get("diverged") else rec["iterations"]
+                print(f"  {rec['problem']} {rec['variant']:32s} N={rec['steps']:6d} "
+                      f"seed={rec['seed']} it={it} ({rec['seconds']:.1f}s)", file=sys.stderr)
+                save()
         save()
     for prob, variants, steps in tables:
         print(format_table(records, prob, variants, steps, args.max_iter))
@@ -294,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
                 path = path.with_name(f"{path.stem}_{prob}{path.suffix}")
             plot_histories(records, prob, variants, steps, args.plot_seed, str(path))
             print(f"plot: {path}")
-    print(f"wall {time.perf_counter() - t0:.0f}s; JSON: {out}")
+    run = time.perf_counter() - t0 if jobs else 0.0
+    print(f"wall {run:.0f}s this run, {(prev_wall + run) / 3600:.1f} h with the earlier runs; "
+          f"JSON: {out}")
     return 0
 
 
