@@ -71,6 +71,15 @@ def _counts(table: dict[str, Any] | None, lr: float, seed: int, n: int) -> str:
     return "/".join(got)
 
 
+def _print_row(seed: int, lr: float, at_columns: list[float], table: dict[str, Any] | None,
+               cols: list[int]) -> None:
+    """One seed and rate: log10 G at the table's N, and the MGRIT counts under it."""
+    print(f"{seed:4d} {lr:6g} " + " ".join(f"{g:10.1f}" for g in at_columns))
+    counts = [_counts(table, lr, seed, n) for n in cols]
+    if any(c.strip("-/") for c in counts):
+        print(f"{'':11s} " + " ".join(f"{c:>10s}" for c in counts), flush=True)
+
+
 def _plot(path: str, rows: list[dict[str, Any]]) -> None:
     import matplotlib
 
@@ -108,7 +117,11 @@ def main() -> int:
                     "mgrit_training_tables_PROBLEM.json if present)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None)
+    ap.add_argument("--report", action="store_true",
+                    help="only reprint the run saved in --json, with the table's current counts")
     args = ap.parse_args()
+    if args.report and not args.json:
+        ap.error("--report needs --json, the file of an earlier run")
     torch.set_num_threads(1)
 
     cols = [n for n in _COLUMNS[args.problem] if args.steps is None or n <= args.steps]
@@ -120,6 +133,10 @@ def main() -> int:
           f"training" + (f"; below it MGRIT iterations two-level/V/F ({table_path})"
                          if table else ""))
     print(f"{'seed':>4s} {'lr':>6s} " + " ".join(f"{n:>10d}" for n in cols))
+    if args.report:  # reprint a saved run with the table's current counts
+        for r in json.loads(Path(args.json).read_text())["rows"]:
+            _print_row(r["seed"], r["lr"], r["at_columns"], table, cols)
+        return 0
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for lr in args.lr or [None]:
@@ -130,10 +147,7 @@ def main() -> int:
                                 lr_rule="naive", data_rule=task.defaults["data_rule"])
             g = perturbation_growth(p, steps, args.eps)
             rows.append(dict(seed=seed, lr=rate, log10_growth=g))
-            print(f"{seed:4d} {rate:6g} " + " ".join(f"{g[n - 1]:10.1f}" for n in cols))
-            counts = [_counts(table, rate, seed, n) for n in cols]
-            if any(c.strip("-/") for c in counts):
-                print(f"{'':11s} " + " ".join(f"{c:>10s}" for c in counts), flush=True)
+            _print_row(seed, rate, [g[n - 1] for n in cols], table, cols)
     print(f"wall {time.perf_counter() - t0:.0f}s")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
