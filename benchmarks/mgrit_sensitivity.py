@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
+from mgrit_training_tables import ADDER_STEPS, XOR_STEPS  # this directory is on sys.path
 from torchpint.training import TrainingProblem, make_task
 
-_COLUMNS = {"xor": [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600],
-            "adder": [40, 100, 200, 400, 800, 1600, 3200, 6400, 12800]}
+_COLUMNS = {"xor": XOR_STEPS, "adder": ADDER_STEPS}
 _SOLVERS = ("two-level", "V", "F")
 
 
@@ -67,7 +67,7 @@ def _counts(table: dict[str, Any] | None, lr: float, seed: int, n: int) -> str:
         elif rec[0].get("converged"):
             got.append(str(rec[0]["iterations"]))
         else:
-            got.append("50+")
+            got.append(f"{table['meta']['max_iter']}+")
     return "/".join(got)
 
 
