@@ -24,7 +24,12 @@ from typing import Any
 
 import torch
 
-from mgrit_training_tables import ADDER_STEPS, XOR_STEPS  # this directory is on sys.path
+from mgrit_training_tables import (  # this directory is on sys.path
+    ADDER_STEPS,
+    XOR_STEPS,
+    _cell,
+    _cell_text,
+)
 from torchpint.training import TrainingProblem, make_task
 
 _COLUMNS = {"xor": XOR_STEPS, "adder": ADDER_STEPS}
@@ -54,28 +59,22 @@ def perturbation_growth(problem: TrainingProblem, steps: int, eps: float = 1e-6,
     return out
 
 
-def _counts(table: dict[str, Any] | None, lr: float, seed: int, n: int) -> str:
-    """'two-level/V/F' MGRIT iterations of the table JSON for this cell ('-' = not run)."""
+def _counts(table: dict[str, Any] | None, problem: str, lr: float, seed: int, n: int) -> str:
+    """'two-level/V/F' MGRIT iterations of one seed's cell in the table JSON, as the table
+    writes them ('-' = not run)."""
     if table is None:
         return ""
-    got = []
-    for solver in _SOLVERS:
-        rec = [r for r in table["records"] if r["variant"] == f"{solver} a={lr}"
-               and r["steps"] == n and r["seed"] == seed]
-        if not rec:
-            got.append("-")
-        elif rec[0].get("converged"):
-            got.append(str(rec[0]["iterations"]))
-        else:
-            got.append(f"{table['meta']['max_iter']}+")
-    return "/".join(got)
+    return "/".join(
+        _cell_text([r for r in _cell(table["records"], problem, f"{solver} a={lr}", n)
+                    if r["seed"] == seed], table["meta"]["max_iter"])
+        for solver in _SOLVERS)
 
 
-def _print_row(seed: int, lr: float, at_columns: list[float], table: dict[str, Any] | None,
-               cols: list[int]) -> None:
+def _print_row(problem: str, seed: int, lr: float, at_columns: list[float],
+               table: dict[str, Any] | None, cols: list[int]) -> None:
     """One seed and rate: log10 G at the table's N, and the MGRIT counts under it."""
     print(f"{seed:4d} {lr:6g} " + " ".join(f"{g:10.1f}" for g in at_columns))
-    counts = [_counts(table, lr, seed, n) for n in cols]
+    counts = [_counts(table, problem, lr, seed, n) for n in cols]
     if any(c.strip("-/") for c in counts):
         print(f"{'':11s} " + " ".join(f"{c:>10s}" for c in counts), flush=True)
 
@@ -135,7 +134,7 @@ def main() -> int:
     print(f"{'seed':>4s} {'lr':>6s} " + " ".join(f"{n:>10d}" for n in cols))
     if args.report:  # reprint a saved run with the table's current counts
         for r in json.loads(Path(args.json).read_text())["rows"]:
-            _print_row(r["seed"], r["lr"], r["at_columns"], table, cols)
+            _print_row(args.problem, r["seed"], r["lr"], r["at_columns"], table, cols)
         return 0
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -147,7 +146,7 @@ def main() -> int:
                                 lr_rule="naive", data_rule=task.defaults["data_rule"])
             g = perturbation_growth(p, steps, args.eps)
             rows.append(dict(seed=seed, lr=rate, log10_growth=g))
-            _print_row(seed, rate, [g[n - 1] for n in cols], table, cols)
+            _print_row(args.problem, seed, rate, [g[n - 1] for n in cols], table, cols)
     print(f"wall {time.perf_counter() - t0:.0f}s")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
