@@ -87,7 +87,8 @@ def run_cell(job: tuple[str, str, dict[str, Any], int, int, int, str | None]) ->
 
     With a checkpoint directory the solve resumes from its checkpoint there, saves after
     every iteration and deletes the file when the cell is finished. ``seconds`` counts
-    the iterations of earlier, interrupted runs too.
+    the iterations of earlier, interrupted runs too (``resumed_seconds``), and so does the
+    table's ``wall_seconds``.
     """
     import torch
     from threadpoolctl import threadpool_limits
@@ -116,7 +117,7 @@ def run_cell(job: tuple[str, str, dict[str, Any], int, int, int, str | None]) ->
             state = torch.load(ckpt, weights_only=False)
             mg.load_state_dict(state)
             earlier = sum(state["iter_times"])
-            rec["resumed_at_iteration"] = state["iteration"]
+            rec.update(resumed_at_iteration=state["iteration"], resumed_seconds=earlier)
         res = mg.solve(checkpoint=ckpt)
         rec.update(iterations=res.iterations, converged=res.converged,
                    residuals=res.residuals, levels=mg.grid.num_levels)
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     problems = ["xor", "adder"] if args.problem == "all" else [args.problem]
     out = Path(args.json)
     records: list[dict[str, Any]] = []
-    prev_wall = 0.0  # wall seconds of earlier (resumed) runs
+    prev_wall = 0.0  # wall seconds of earlier runs of this table
     if (args.resume or args.report) and out.exists():
         old = json.loads(out.read_text())
         records, prev_wall = old["records"], old["meta"].get("wall_seconds", 0.0)
@@ -268,10 +269,16 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
+    n_old = len(records)
+
+    def wall() -> float:
+        # a cell resumed from a checkpoint brings the time of the run that was cut off
+        cut_off = sum(r.get("resumed_seconds", 0.0) for r in records[n_old:])
+        return prev_wall + cut_off + (time.perf_counter() - t0 if jobs else 0.0)
 
     def save() -> None:
         meta = {"seeds": sorted({r["seed"] for r in records}), "max_iter": args.max_iter,
-                "wall_seconds": prev_wall + time.perf_counter() - t0,
+                "wall_seconds": wall(),
                 "cpu_seconds": sum(r["seconds"] for r in records)}
         out.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
 
@@ -295,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             plot_histories(records, prob, variants, steps, args.plot_seed, str(path))
             print(f"plot: {path}")
     run = time.perf_counter() - t0 if jobs else 0.0
-    print(f"wall {run:.0f}s this run, {(prev_wall + run) / 3600:.1f} h with the earlier runs; "
+    print(f"wall {run:.0f}s this run, {wall() / 3600:.1f} h with the earlier runs; "
           f"JSON: {out}")
     return 0
 
