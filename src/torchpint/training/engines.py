@@ -5,8 +5,8 @@ Two engines share one contract:
 - :class:`SigmoidMLPEngine`: a hand-written forward/backward in NumPy for plain MLPs
   (``nn.Sequential`` of ``nn.Linear`` each optionally followed by ``nn.Sigmoid``) under
   the half sum-of-squares or MSE loss. The paper's networks are tiny, where PyTorch's
-  per-op and autograd overhead dominates: this path is about 2.5x faster per step on
-  XOR and is tested against autograd.
+  per-op and autograd overhead dominates: a step is about 11x faster on XOR and 1.7x on
+  the adder (``benchmarks/bench_engines.py``). It is tested against autograd.
 - :class:`AutogradEngine`: any ``nn.Module`` and loss through ``torch.func.functional_call``
   and ``torch.autograd.grad``. Dropout is made deterministic by seeding the RNG from the
   step's key; modules with running statistics (batch norm in training mode) are refused,
