@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from threadpoolctl import threadpool_limits
 
-from torchpint.core import iteration_cost, potential_speedup, spawn_gloo
+from torchpint.core import iteration_cost, potential_speedup
+from torchpint.testing import spawn_gloo
 from torchpint.training import make_task, serial_train, train_mgrit
 
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             (runs[procs]["weights"] - p.weights(ser.final)).abs().max())
     first = runs[min(runs)]
     from torchpint.core import Grid
-    from torchpint.training import solver_options
+    from torchpint.training.config import solver_options
 
     opts = solver_options(args.solver)
     grid = Grid(n, 2, opts.get("levels"), 2, opts.get("max_coarse", 1))

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from torchpint.core import MGRIT, DivergenceError
-from torchpint.training import TrainingProblem, default_tol, make_task, solver_options
+from torchpint.training import TrainingProblem, make_task
+from torchpint.training.config import default_tol, solver_options
 
 
 def peak_sharpness(

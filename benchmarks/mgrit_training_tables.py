@@ -96,7 +96,8 @@ def run_cell(job: tuple[str, str, dict[str, Any], int, int, int, str | None]) ->
     torch.set_num_threads(1)  # tiny steps: threads only contend (torch and NumPy's BLAS)
     threadpool_limits(1)
     from torchpint.core import MGRIT, DivergenceError
-    from torchpint.training import TrainingProblem, default_tol, make_task, solver_options
+    from torchpint.training import TrainingProblem, make_task
+    from torchpint.training.config import default_tol, solver_options
 
     problem_name, variant, cfg, n, seed, max_iter, ckpt_dir = job
     task = make_task(problem_name, seed)
@@ -115,10 +116,9 @@ def run_cell(job: tuple[str, str, dict[str, Any], int, int, int, str | None]) ->
                    **solver_options(cfg["solver"]))
         if ckpt is not None and ckpt.exists():
             state = torch.load(ckpt, weights_only=False)
-            mg.load_state_dict(state)
             earlier = sum(state["iter_times"])
             rec.update(resumed_at_iteration=state["iteration"], resumed_seconds=earlier)
-        res = mg.solve(checkpoint=ckpt)
+        res = mg.solve(checkpoint=ckpt, resume=True)
         rec.update(iterations=res.iterations, converged=res.converged,
                    residuals=res.residuals, levels=mg.grid.num_levels)
     except DivergenceError as err:

@@ -5,7 +5,8 @@ import time
 import pytest
 import torch
 
-from torchpint.core import MGRIT, RankTimeoutError, spawn_gloo
+from torchpint.core import MGRIT, RankTimeoutError
+from torchpint.testing import spawn_gloo
 from torchpint.problems import AllenCahn, Heat1D
 
 CASES = [

@@ -1,6 +1,6 @@
 import pytest
 
-from torchpint.core.grid import Grid, split_slabs
+from torchpint.core.grid import Grid, Partition, split_slabs
 
 
 def test_full_coarsening_and_levels():
@@ -46,3 +46,18 @@ def test_slabs():
         split_slabs(10, 2, [10, 0])
     with pytest.raises(ValueError, match="only 2 fine time points"):
         split_slabs(2, 3)
+
+
+def test_partition_covers_every_level_once():
+    g = Grid(nt=20, cfactor=2)
+    parts = [Partition.of(g, r, 3) for r in range(3)]
+    assert [len(p.slab) for p in parts] == [7, 7, 7]
+    for l in range(g.num_levels):
+        owned = [i for p in parts for i in p.owned(l)]
+        assert owned == list(range(g.n[l] + 1))
+        holders = [p.rank for p in parts if p.count[l]]
+        for p in parts:
+            if p.count[l]:
+                k = holders.index(p.rank)
+                assert p.prev[l] == (holders[k - 1] if k else None)
+                assert p.next[l] == (holders[k + 1] if k + 1 < len(holders) else None)

@@ -4,12 +4,12 @@ from torchpint.core import Grid, iteration_cost, potential_speedup
 
 
 def test_parareal_critical_path_by_hand():
-    # two levels, F-relaxation, m = 8, N = 64, one processor per slice (P = 8):
+    # two levels, F-relaxation, m = 8, N = 64, one processor per chunk (P = 8):
     # restrict (1 fine + 1 coarse) + coarse solve 8 + F-relax 7 + residual 1; the fine
     # level starts with F-relaxation only in the first iteration (counted once).
     g = Grid(64, cfactor=8, levels=2)
     assert iteration_cost(g, 8, relax="F") == 2 + 8 + 7 + 1
-    # one processor does everything: 8 slices of each sweep
+    # one processor does everything: 8 chunks of each sweep
     assert iteration_cost(g, 1, relax="F") == 8 * 2 + 8 + 8 * 7 + 8
     assert potential_speedup(g, 3, 8, relax="F") == pytest.approx(64 / (3 * 18 + 7))
 

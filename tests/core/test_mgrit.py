@@ -94,14 +94,14 @@ def test_dobrev_two_level_bound(lam, m, relax):
         assert 0.5 * bound <= f <= 1.15 * bound
 
 
-def _classic_parareal(u0, fine, coarse, slices, iters):
+def _classic_parareal(u0, fine, coarse, chunks, iters):
     """U^{k+1}_{j+1} = G(U^{k+1}_j) + F(U^k_j) - G(U^k_j), from U^0 = (u0, 0, ...)."""
-    U = [u0] + [torch.zeros_like(u0)] * slices
+    U = [u0] + [torch.zeros_like(u0)] * chunks
     for _ in range(iters):
-        F = [fine(U[j], j) for j in range(slices)]
-        G = [coarse(U[j], j) for j in range(slices)]
+        F = [fine(U[j], j) for j in range(chunks)]
+        G = [coarse(U[j], j) for j in range(chunks)]
         new = [u0]
-        for j in range(slices):
+        for j in range(chunks):
             new.append(coarse(new[j], j) + F[j] - G[j])
         U = new
     return torch.stack(U)
@@ -109,7 +109,7 @@ def _classic_parareal(u0, fine, coarse, slices, iters):
 
 def test_parareal_is_classic_parareal():
     p = Heat1D(nt=40, nx=9)
-    slices, m = 5, 8
+    chunks, m = 5, 8
 
     def fine(u, j):
         for i in range(m):
@@ -117,18 +117,18 @@ def test_parareal_is_classic_parareal():
         return u
 
     for k in (1, 2, 3):
-        solver = Parareal(p, slices, tol=1e-300, max_iter=k)
+        solver = Parareal(p, chunks, tol=1e-300, max_iter=k)
         res = solver.solve()
         coarse = lambda u, j: p.step(u, j, 1)  # noqa: E731 (bound after the grid exists)
-        ref = _classic_parareal(p.initial_state(), fine, coarse, slices, k)
+        ref = _classic_parareal(p.initial_state(), fine, coarse, chunks, k)
         assert _close(res.u[::m], ref, 1e-12)
-    assert _close(Parareal(p, slices, tol=1e-12).solve().u, serial_solve(p))
+    assert _close(Parareal(p, chunks, tol=1e-12).solve().u, serial_solve(p))
 
 
 def test_function_problem_with_parareal():
     u0 = torch.tensor([1.0], dtype=torch.float64)
     p = FunctionProblem(u0, [lambda u, i: 0.99 * u, lambda u, i: 0.99**4 * u + 1e-3], nt=32)
-    res = Parareal(p, slices=8, tol=1e-12).solve()
+    res = Parareal(p, chunks=8, tol=1e-12).solve()
     assert res.converged and _close(res.u, serial_solve(p))
 
 
@@ -223,3 +223,38 @@ def test_result_reports_history_and_timings():
     assert res.step_counts[0] > 0 and len(res.step_counts) == res.grid.num_levels
     d = res.to_dict()
     assert d["iterations"] == res.iterations and d["residuals"] == res.residuals
+
+
+def test_solver_is_reusable_with_a_new_initial_state():
+    """One solver, several solves: each is a fresh solve on the same buffers, equal bit for
+    bit to a new solver's, and a new u0 gives the solve of the problem started there."""
+    solver = MGRIT(Dahlquist(nt=64, u0=1.0), cycle="F", tol=1e-12)
+    first = solver.solve()
+    again = solver.solve()
+    assert again.residuals == first.residuals and torch.equal(again.u, first.u)
+    assert solver.residuals == first.residuals
+    assert len(solver.iteration_times) == first.iterations
+    other = solver.solve(torch.tensor([2.0], dtype=torch.float64))
+    fresh = MGRIT(Dahlquist(nt=64, u0=2.0), cycle="F", tol=1e-12).solve()
+    assert other.residuals == fresh.residuals and torch.equal(other.u, fresh.u)
+    assert not torch.equal(other.u, first.u)
+    with pytest.raises(ValueError, match="shape"):
+        solver.solve(torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="dtype"):
+        solver.solve(torch.ones(1, dtype=torch.float32))
+
+
+def test_warm_start_restarts_from_the_previous_solution():
+    p = Heat1D(nt=64, nx=17)
+    solver = MGRIT(p, tol=1e-10)
+    cold = solver.solve()
+    warm = solver.solve(warm_start=True)  # already converged: one iteration confirms it
+    assert warm.iterations == 1 and warm.converged
+    assert _close(warm.u, cold.u, 1e-10)
+    nearby = p.initial_state() * 1.001
+    cold_nearby = MGRIT(p, tol=1e-10).solve(nearby)
+    warm_nearby = solver.solve(nearby, warm_start=True)
+    assert warm_nearby.converged and warm_nearby.iterations < cold_nearby.iterations
+    assert _close(warm_nearby.u, cold_nearby.u, 1e-9)
+    with pytest.raises(ValueError, match="not both"):
+        solver.solve(initial=cold.u, warm_start=True)

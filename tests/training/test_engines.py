@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from torchpint.training import AutogradEngine, HalfSSELoss, SigmoidMLPEngine, TrainingProblem
+from torchpint.training import HalfSSELoss, TrainingProblem
+from torchpint.training.engines import AutogradEngine, SigmoidMLPEngine
 from torchpint.training.engines import sigmoid_mlp
 
 

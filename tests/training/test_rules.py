@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from torchpint.training import DataRule, adder_data, adder_task, digits_task, make_lr_rule, xor_task
+from torchpint.training import adder_task, digits_task, xor_task
+from torchpint.training.rules import DataRule, make_lr_rule
+from torchpint.training.tasks import adder_data
 
 
 def test_lr_rules():

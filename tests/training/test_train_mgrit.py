@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from torchpint.core import DivergenceError, spawn_gloo
+from torchpint.core import DivergenceError
+from torchpint.testing import spawn_gloo
 from torchpint.training import (
     TrainingProblem,
     digits_task,

@@ -1,6 +1,11 @@
-"""The parallel-in-time core: grids, the problem contract, MGRIT and parareal."""
+"""The parallel-in-time core: grids, the problem contract, MGRIT and parareal.
 
-from torchpint.core.distributed import RankTimeoutError, init_distributed, spawn_gloo
+It knows nothing of neural networks: a problem is a sequence of propagators on a time
+grid (:class:`Problem`), and :class:`MGRIT` / :class:`Parareal` solve it, serially or
+over a ``torch.distributed`` group.
+"""
+
+from torchpint.core.distributed import RankTimeoutError, init_distributed
 from torchpint.core.grid import Grid
 from torchpint.core.history import DivergenceError, MGRITResult, iteration_cost, potential_speedup
 from torchpint.core.mgrit import MGRIT, Parareal
@@ -19,5 +24,4 @@ __all__ = [
     "iteration_cost",
     "potential_speedup",
     "serial_solve",
-    "spawn_gloo",
 ]

@@ -123,3 +123,45 @@ def split_slabs(n_points: int, size: int, slabs: Sequence[int] | None = None) ->
         )
     base, extra = divmod(n_points, size)
     return [base + (1 if r < extra else 0) for r in range(size)]
+
+
+@dataclass(frozen=True)
+class Partition:
+    """What one rank owns of a :class:`Grid`: its slab of fine points and, per level, the
+    first owned point, how many it owns and the neighbouring ranks that own points there.
+
+    ``prev[l]`` / ``next[l]`` are ``None`` where no earlier / later rank owns a point of
+    level ``l`` (or this rank owns none there).
+    """
+
+    rank: int
+    size: int
+    slab: range
+    first: tuple[int, ...]
+    count: tuple[int, ...]
+    prev: tuple[int | None, ...]
+    next: tuple[int | None, ...]
+
+    @classmethod
+    def of(
+        cls, grid: Grid, rank: int = 0, size: int = 1, slabs: Sequence[int] | None = None
+    ) -> Partition:
+        """Rank ``rank`` of ``size``: contiguous slabs (``slabs`` or as even as possible)."""
+        sizes = split_slabs(grid.nt + 1, size, slabs)
+        bounds = [(sum(sizes[:r]), sum(sizes[: r + 1])) for r in range(size)]
+        first, count, prev, nxt = [], [], [], []
+        for l in range(grid.num_levels):
+            owned = [grid.owned(l, a, b) for a, b in bounds]
+            mine = owned[rank]
+            first.append(mine.start)
+            count.append(len(mine))
+            before = [r for r in range(rank) if len(owned[r])]
+            after = [r for r in range(rank + 1, size) if len(owned[r])]
+            prev.append(before[-1] if before and len(mine) else None)
+            nxt.append(after[0] if after and len(mine) else None)
+        lo, hi = bounds[rank]
+        return cls(rank, size, range(lo, hi), tuple(first), tuple(count), tuple(prev), tuple(nxt))
+
+    def owned(self, level: int) -> range:
+        """The points of ``level`` this rank owns."""
+        return range(self.first[level], self.first[level] + self.count[level])

@@ -24,8 +24,9 @@ from typing import Any
 
 import torch
 
+from torchpint.common.checkpoint import atomic_save
 from torchpint.core.distributed import make_comm
-from torchpint.core.grid import Grid, split_slabs
+from torchpint.core.grid import Grid, Partition
 from torchpint.core.history import DivergenceError, MGRITResult
 from torchpint.core.problem import Problem
 
@@ -97,55 +98,62 @@ class MGRIT:
         self.divergence_factor = float(divergence_factor)
         self.comm = make_comm(group, timeout)
         self._ncf = 0 if relax == "F" else self.cf_iter
-
-        grid, comm = self.grid, self.comm
-        L = grid.num_levels
-        sizes = split_slabs(grid.nt + 1, comm.size, slabs)
-        bounds = [(sum(sizes[:r]), sum(sizes[: r + 1])) for r in range(comm.size)]
-        lo, hi = bounds[comm.rank]
-        self.slab = range(lo, hi)
-        # Per level: first owned point, count, previous/next rank that owns points there.
-        self._first: list[int] = []
-        self._count: list[int] = []
-        self._prev: list[int | None] = []
-        self._next: list[int | None] = []
-        for l in range(L):
-            owned = [grid.owned(l, a, b) for a, b in bounds]
-            mine = owned[comm.rank]
-            self._first.append(mine.start)
-            self._count.append(len(mine))
-            before = [r for r in range(comm.rank) if len(owned[r])]
-            after = [r for r in range(comm.rank + 1, comm.size) if len(owned[r])]
-            self._prev.append(before[-1] if before and len(mine) else None)
-            self._next.append(after[0] if after and len(mine) else None)
+        self.partition = Partition.of(self.grid, self.comm.rank, self.comm.size, slabs)
+        part = self.partition
+        self.slab = part.slab
+        self._first, self._count = part.first, part.count
+        self._prev, self._next = part.prev, part.next
 
         u0 = problem.initial_state()
         if not isinstance(u0, torch.Tensor):
             raise TypeError(f"initial_state() must return a torch.Tensor, got {type(u0).__name__}")
         self._u0 = u0.detach()
         self._check_steps()
+        L = self.grid.num_levels
         shape, kw = tuple(u0.shape), {"dtype": u0.dtype, "device": u0.device}
         # Row 0 is the ghost (the point before the first owned one); row j is point first+j-1.
         self._U = [torch.zeros((self._count[l] + 1, *shape), **kw) for l in range(L)]
         self._G = [None] + [torch.zeros((self._count[l] + 1, *shape), **kw) for l in range(1, L)]
         self._V = [None] + [torch.zeros((self._count[l] + 1, *shape), **kw) for l in range(1, L)]
-        for l in range(L):
-            if self._count[l] and self._first[l] == 0:
-                self._U[l][1] = self._u0
         # Phi(u_{i-1}) at the fine C-points, from the residual, reused by the next iteration.
         n_c = len(self._c_points(0))
         self._phi_cache = torch.zeros((n_c, *shape), **kw) if L > 1 else None
+        self._reset(self._u0)
+        self._setup_time = time.perf_counter() - t0
+
+    # -- history ------------------------------------------------------------------------
+    @property
+    def residuals(self) -> list[float]:
+        """The residual 2-norm after each iteration of the current (or last) solve."""
+        return list(self._residuals)
+
+    @property
+    def iteration_times(self) -> list[float]:
+        """Seconds of each iteration of the current (or last) solve."""
+        return list(self._iter_times)
+
+    @property
+    def iteration(self) -> int:
+        """Iterations done in the current (or last) solve."""
+        return self._iteration
+
+    def _reset(self, u0: torch.Tensor) -> None:
+        """Start a new solve from ``u0``: zero iterate with u_0 at point 0, empty history."""
+        self._u0 = u0
+        for l, U in enumerate(self._U):
+            U.zero_()
+            if self._count[l] and self._first[l] == 0:
+                U[1] = u0
         self._cache_valid = False
-        self._step_counts = [0] * L
+        self._step_counts = [0] * self.grid.num_levels
         self._step_time = 0.0
         self._iteration = 0
         # first level seen non-finite / too large in this iteration (for error messages)
         self._bad_level: int | None = None
         self._huge_level: int | None = None
-        self._scale = max(1.0, float(self._u0.abs().max()) if self._u0.numel() else 1.0)
+        self._scale = max(1.0, float(u0.abs().max()) if u0.numel() else 1.0)
         self._residuals: list[float] = []
         self._iter_times: list[float] = []
-        self._setup_time = time.perf_counter() - t0
 
     # -- validation ---------------------------------------------------------------------
     def _check_steps(self) -> None:
@@ -170,7 +178,7 @@ class MGRIT:
         return i - self._first[l] + 1
 
     def _owned(self, l: int) -> range:
-        return range(self._first[l], self._first[l] + self._count[l])
+        return self.partition.owned(l)
 
     def _c_points(self, l: int) -> range:
         """Owned C-points of level l (coarse points of level l + 1)."""
@@ -365,7 +373,7 @@ class MGRIT:
         return math.sqrt(float(total.item())), peaks.cpu()
 
     def _check_divergence(self, res: float, peaks: torch.Tensor) -> None:
-        hint = getattr(self.problem, "divergence_hint", "")
+        hint = self.problem.divergence_hint
         hint = f" Likely cause: {hint}" if hint else ""
         k, L, factor = self._iteration, self.grid.num_levels, self.divergence_factor
         levels = f"(level 0 is the fine grid; {L} levels)"
@@ -426,28 +434,44 @@ class MGRIT:
     # -- the solve ----------------------------------------------------------------------
     def solve(
         self,
+        u0: torch.Tensor | None = None,
+        *,
+        initial: torch.Tensor | None = None,
+        warm_start: bool = False,
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 1,
         resume: bool = False,
-        initial: torch.Tensor | None = None,
     ) -> MGRITResult:
         """Iterate until the residual is below ``tol`` or ``max_iter`` iterations.
 
+        Every call is a new solve on the same grid, reusing the solver's buffers:
+        ``u0`` replaces the problem's initial state (same shape, dtype and device);
         ``initial`` is an initial guess at all ``nt + 1`` fine points (each rank takes its
-        slab; point 0 is replaced by the initial state). With ``checkpoint`` the fine
+        slab; point 0 becomes the initial state); ``warm_start=True`` starts from the
+        previous solve's solution instead (a warm restart). With ``checkpoint`` the fine
         iterate is saved every ``checkpoint_every`` iterations (one file per rank);
         ``resume=True`` continues from that file when it exists, so finished iterations
         are not lost.
         """
         t_solve = time.perf_counter()
+        if initial is not None and warm_start:
+            raise ValueError("give an initial guess or warm_start=True, not both")
+        start = self._initial_value(u0)
+        previous = self._U[0].clone() if warm_start else None
+        self._reset(start)
         resumed = False
         if checkpoint is not None and resume and self._ckpt_path(checkpoint).exists():
             self.load_state_dict(torch.load(self._ckpt_path(checkpoint), weights_only=False))
             resumed = True
-        if initial is not None and not resumed and self._iteration == 0:
-            self._set_initial(initial)
-        elif self.nested and not resumed and self._iteration == 0:
-            self._nested_iteration()
+        if not resumed:
+            if previous is not None:
+                self._U[0].copy_(previous)
+                if self._first[0] == 0:
+                    self._U[0][1] = start
+            elif initial is not None:
+                self._set_initial(initial)
+            elif self.nested:
+                self._nested_iteration()
         bar = None
         if self.progress and self.comm.rank == 0:
             from tqdm.auto import tqdm
@@ -472,11 +496,26 @@ class MGRIT:
                 if checkpoint is not None and (
                     converged or self._iteration % max(1, checkpoint_every) == 0
                 ):
-                    self._save(checkpoint)
+                    atomic_save(self.state_dict(), self._ckpt_path(checkpoint))
         finally:
             if bar is not None:
                 bar.close()
         return self._result(converged, time.perf_counter() - t_solve)
+
+    def _initial_value(self, u0: torch.Tensor | None) -> torch.Tensor:
+        """The initial state of this solve: ``u0`` (checked against the buffers) or the
+        problem's, read again so a problem may change it between solves."""
+        u = self.problem.initial_state() if u0 is None else u0
+        ref = self._U[0]
+        if not isinstance(u, torch.Tensor):
+            raise TypeError(f"the initial state must be a torch.Tensor, got {type(u).__name__}")
+        if u.shape != ref.shape[1:] or u.dtype != ref.dtype or u.device != ref.device:
+            raise ValueError(
+                f"the initial state has shape {tuple(u.shape)}, dtype {u.dtype}, device "
+                f"{u.device}; this solver's state is shape {tuple(ref.shape[1:])}, dtype "
+                f"{ref.dtype}, device {ref.device}. Build a new solver for another state."
+            )
+        return u.detach()
 
     def _set_initial(self, initial: torch.Tensor) -> None:
         want = (self.grid.nt + 1, *self._u0.shape)
@@ -491,13 +530,6 @@ class MGRIT:
             self._U[0][0] = initial[own.start - 1].to(self._U[0])
         if own.start == 0:
             self._U[0][1] = self._u0
-
-    def _save(self, checkpoint: str | Path) -> None:
-        path = self._ckpt_path(checkpoint)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)
 
     def _result(self, converged: bool, solve_time: float) -> MGRITResult:
         U0 = self._U[0]
@@ -522,28 +554,28 @@ class MGRIT:
 
 
 class Parareal(MGRIT):
-    """Parareal: two-level MGRIT with F-relaxation and ``m = nt / slices``.
+    """Parareal: two-level MGRIT with F-relaxation over ``chunks`` time chunks.
 
     Level 0 of ``problem`` is the fine propagator (one fine step), level 1 the coarse
-    propagator over a whole slice. Each iteration costs one fine sweep per slice, done
-    by all slices at once, plus one sequential coarse sweep.
+    propagator over a whole chunk (``m = nt / chunks`` fine steps). Each iteration costs
+    one fine sweep per chunk, done by all chunks at once, plus one sequential coarse sweep.
     """
 
-    def __init__(self, problem: Problem, slices: int, **kwargs: Any) -> None:
-        if int(slices) != slices or slices < 2 or problem.nt % slices:
+    def __init__(self, problem: Problem, chunks: int, **kwargs: Any) -> None:
+        if int(chunks) != chunks or chunks < 2 or problem.nt % chunks:
             raise ValueError(
-                f"slices must be an integer >= 2 that divides the {problem.nt} time steps, "
-                f"got {slices!r}"
+                f"chunks must be an integer >= 2 that divides the {problem.nt} time steps, "
+                f"got {chunks!r}"
             )
-        if problem.nt // slices < 2:
+        if problem.nt // chunks < 2:
             raise ValueError(
-                f"{slices} slices of {problem.nt} steps leave one step per slice; parareal "
-                "needs at least 2 fine steps per slice"
+                f"{chunks} chunks of {problem.nt} steps leave one step per chunk; parareal "
+                "needs at least 2 fine steps per chunk"
             )
         for key in ("cfactor", "levels", "relax", "cycle"):
             if key in kwargs:
                 raise TypeError(f"Parareal fixes {key}; use MGRIT for other settings")
         super().__init__(
-            problem, cfactor=problem.nt // slices, levels=2, relax="F", cycle="V", **kwargs
+            problem, cfactor=problem.nt // chunks, levels=2, relax="F", cycle="V", **kwargs
         )
-        self.slices = int(slices)
+        self.chunks = int(chunks)

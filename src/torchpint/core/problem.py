@@ -30,7 +30,12 @@ class Problem(ABC):
         nt: number of time steps on the finest level (points ``t_0 .. t_nt``).
         t_start, t_stop: the time interval; point ``i`` of level 0 is at
             ``t_start + i (t_stop - t_start) / nt``.
+
+    ``divergence_hint`` is the likely cause the solver names when it diverges on this
+    problem (empty: none known).
     """
+
+    divergence_hint: str = ""
 
     def __init__(self, nt: int, t_start: float = 0.0, t_stop: float = 1.0) -> None:
         if int(nt) != nt or nt < 1:

@@ -7,7 +7,6 @@ ordinary serial training (``max |w_mgrit - w_serial|`` and both loss curves).
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,24 +16,8 @@ import torch
 from torch import nn
 
 from torchpint.core import MGRIT, MGRITResult
+from torchpint.training.config import TrainingConfig
 from torchpint.training.problem import TrainingProblem
-
-SOLVERS = ("two-level", "V", "F")
-
-
-def solver_options(solver: str, max_coarse: int = 10) -> dict[str, Any]:
-    """MGRIT keyword arguments for ``"two-level"``, ``"V"`` (to <= max_coarse points) or ``"F"``."""
-    if solver == "two-level":
-        return {"levels": 2, "cycle": "V"}
-    if solver in ("V", "F"):
-        return {"levels": None, "max_coarse": max_coarse, "cycle": solver}
-    raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-
-
-def default_tol(steps: int) -> float:
-    """The paper's stopping tolerance ``1e-9 sqrt(N)``."""
-    return 1e-9 * math.sqrt(steps)
-
 
 @dataclass
 class SerialTraining:
@@ -188,24 +171,9 @@ def train_mgrit(
     model: nn.Module,
     loss_fn: Callable[..., torch.Tensor],
     data: tuple[torch.Tensor, torch.Tensor],
-    steps: int,
+    steps: int | None = None,
     *,
-    solver: str = "F",
-    lr: float,
-    lr_rule: str | Callable[[int], float] = "geometric",
-    lr_growth: float = 2.0,
-    lr_max: float = math.inf,
-    data_rule: str = "full",
-    batch_size: int | None = None,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-    cfactor: int = 2,
-    relax: str = "FCF",
-    max_coarse: int = 10,
-    tol: float | None = None,
-    max_iter: int = 50,
-    nested: bool = False,
+    config: TrainingConfig | None = None,
     group: Any = None,
     verify_serial: bool = True,
     curve_samples: int = 200,
@@ -214,44 +182,32 @@ def train_mgrit(
     resume: bool = False,
     callback: Callable[[int, float], None] | None = None,
     progress: bool = False,
-    dtype: torch.dtype = torch.float64,
-    fast: bool | None = None,
     timeout: float = 300.0,
+    **settings: Any,
 ) -> TrainMGRITResult:
     """Train ``model`` for ``steps`` optimizer steps by MGRIT instead of step after step.
 
-    Defaults are the paper's: coarsening factor 2, FCF relaxation, coarsening down to
-    <= 10 points, tolerance ``1e-9 sqrt(N)`` on the residual 2-norm, at most 50
-    iterations. ``solver`` is ``"two-level"``, ``"V"`` or ``"F"``. ``group`` spreads the
+    The training is a :class:`TrainingConfig` (``config``), or its fields as keywords
+    (``lr=...``, ``solver=...``; they override ``config``'s). Defaults are the paper's:
+    coarsening factor 2, FCF relaxation, coarsening down to <= 10 points, tolerance
+    ``1e-9 sqrt(N)`` on the residual 2-norm, at most 50 iterations. ``group`` spreads the
     time slabs over a ``torch.distributed`` group (``"world"`` for the default group).
     With ``verify_serial`` the result holds ``max |w_mgrit - w_serial|`` and both loss
     curves. Raises :class:`torchpint.core.DivergenceError` (naming the coarse learning
     rate as the likely cause) when MGRIT diverges.
     """
-    problem = TrainingProblem(
-        model, loss_fn, data, steps, lr=lr, lr_rule=lr_rule, lr_growth=lr_growth,
-        lr_max=lr_max, data_rule=data_rule, batch_size=batch_size, momentum=momentum,
-        weight_decay=weight_decay, seed=seed, dtype=dtype, fast=fast,
-    )
-    tol = default_tol(steps) if tol is None else tol
-    mg = MGRIT(
-        problem, cfactor=cfactor, relax=relax, tol=tol, max_iter=max_iter, nested=nested,
-        group=group, timeout=timeout, callback=callback, progress=progress,
-        **solver_options(solver, max_coarse),
-    )
+    cfg = TrainingConfig.build(config, steps=steps, **settings)
+    problem = TrainingProblem(model, loss_fn, data, config=cfg)
+    mg = MGRIT(problem, group=group, timeout=timeout, callback=callback, progress=progress,
+               **cfg.mgrit_options())
     res = mg.solve(checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
     ver = None
     if verify_serial:
-        ver = verify(problem, res, points=curve_points(steps, curve_samples), group=group)
+        ver = verify(problem, res, points=curve_points(cfg.steps, curve_samples), group=group)
     trained = problem.load_into(copy.deepcopy(model), res.final)
     settings = {
-        "steps": steps, "solver": solver, "lr": lr,
-        "lr_rule": lr_rule if isinstance(lr_rule, str) else "callable",
-        "lr_growth": lr_growth, "lr_max": None if math.isinf(lr_max) else lr_max,
+        **cfg.to_dict(),
         "lr_per_level": [problem.lr_of(l) for l in range(mg.grid.num_levels)],
-        "data_rule": data_rule, "batch_size": batch_size, "momentum": momentum,
-        "weight_decay": weight_decay, "seed": seed, "cfactor": cfactor, "relax": relax,
-        "max_coarse": max_coarse, "tol": tol, "max_iter": max_iter,
         "levels": mg.grid.num_levels, "engine": type(problem.engine).__name__,
         "n_weights": problem.n_weights, "processes": mg.comm.size,
     }

@@ -8,7 +8,6 @@ converges to the weights of ordinary serial training (Schroder 2017).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +17,10 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from torchpint.core.problem import Problem
+from torchpint.common.seeds import mix_seed
+from torchpint.training.config import TrainingConfig
 from torchpint.training.engines import AutogradEngine, SigmoidMLPEngine
-from torchpint.training.rules import DataRule, make_lr_rule, mix_seed
+from torchpint.training.rules import DataRule, make_lr_rule
 
 DIVERGENCE_HINT = (
     "the coarse-level learning rate is too large for the coarse steps to "
@@ -29,23 +30,17 @@ DIVERGENCE_HINT = (
 
 
 class TrainingProblem(Problem):
-    """``steps`` optimizer steps of ``model`` on ``data`` as a problem for the MGRIT core.
+    """Optimizer steps of ``model`` on ``data`` as a problem for the MGRIT core.
 
     Args:
         model: the network; its current parameters are ``w_0`` (it is not modified).
         loss_fn: ``loss_fn(model(x), y) -> scalar``.
         data: ``(X, Y)`` tensors with the examples along dimension 0.
-        steps: N, the number of optimizer steps (time steps).
-        lr: the fine learning rate alpha_0.
-        lr_rule, lr_growth, lr_max: the coarse-level rule (see :func:`make_lr_rule`).
-        data_rule, batch_size: the data of each step (see :class:`DataRule`).
-        momentum, weight_decay: SGD with ``v <- mu v + g + wd w; w <- w - lr v``
-            (PyTorch's convention); momentum > 0 appends ``v`` (0 at start) to the state.
-        seed: keys minibatch shuffling and dropout together with ``(level, i)``.
-        dtype: the state's dtype; float64 by default so that the residual can reach the
-            paper's tolerance ``1e-9 sqrt(N)``.
-        fast: use the NumPy sigmoid-MLP engine when the model fits it (``None``: auto;
-            ``True``: require it; ``False``: always autograd).
+        steps, config, settings: a :class:`TrainingConfig`, or its fields as keywords
+            (``steps`` and ``lr`` at least); keywords override the config's. Only the
+            problem's fields matter here (the solver's are ignored).
+
+    ``momentum > 0`` appends the momentum buffer ``v`` (0 at start) to the state.
     """
 
     divergence_hint = DIVERGENCE_HINT
@@ -55,21 +50,15 @@ class TrainingProblem(Problem):
         model: nn.Module,
         loss_fn: Callable[..., torch.Tensor],
         data: tuple[torch.Tensor, torch.Tensor],
-        steps: int,
+        steps: int | None = None,
         *,
-        lr: float,
-        lr_rule: str | Callable[[int], float] = "geometric",
-        lr_growth: float = 2.0,
-        lr_max: float = math.inf,
-        data_rule: str = "full",
-        batch_size: int | None = None,
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
-        seed: int = 0,
-        dtype: torch.dtype = torch.float64,
-        fast: bool | None = None,
+        config: TrainingConfig | None = None,
+        **settings: Any,
     ) -> None:
-        super().__init__(steps, 0.0, float(steps))
+        cfg = TrainingConfig.build(config, steps=steps, **settings)
+        self.config = cfg
+        super().__init__(cfg.steps, 0.0, float(cfg.steps))
+        momentum, weight_decay, seed, dtype = cfg.momentum, cfg.weight_decay, cfg.seed, cfg.dtype
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         if weight_decay < 0:
@@ -77,12 +66,13 @@ class TrainingProblem(Problem):
         x, y = data
         if len(x) != len(y):
             raise ValueError(f"data has {len(x)} inputs but {len(y)} targets")
-        self.lr_of = make_lr_rule(lr, lr_rule, growth=lr_growth, lr_max=lr_max)
-        self.lr = float(lr)
-        self.data_rule = DataRule(data_rule, len(x), batch_size, seed)
+        self.lr_of = make_lr_rule(cfg.lr, cfg.lr_rule, growth=cfg.lr_growth, lr_max=cfg.lr_max)
+        self.lr = float(cfg.lr)
+        self.data_rule = DataRule(cfg.data_rule, len(x), cfg.batch_size, seed)
         self.momentum, self.weight_decay, self.seed = float(momentum), float(weight_decay), seed
         self.dtype = dtype
 
+        fast = cfg.fast
         engine = None if fast is False else SigmoidMLPEngine.from_model(model, loss_fn)
         if fast and engine is None:
             raise ValueError(

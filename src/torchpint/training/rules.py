@@ -13,25 +13,10 @@ from functools import lru_cache
 
 import numpy as np
 
-_MASK64 = (1 << 64) - 1
+from torchpint.common.seeds import mix_seed
 
 LR_RULES = ("naive", "geometric")
 DATA_RULES = ("full", "serial", "minibatch")
-
-
-def mix_seed(*keys: int) -> int:
-    """A 63-bit seed from integer keys (splitmix64 chain): e.g. ``(seed, level, i)``.
-
-    Used instead of ``hash`` so the value is the same in every process and run.
-    """
-    h = 0x9E3779B97F4A7C15
-    for k in keys:
-        h = (h ^ (int(k) & _MASK64)) & _MASK64
-        h = (h + 0x9E3779B97F4A7C15) & _MASK64
-        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _MASK64
-        h ^= h >> 31
-    return h & ((1 << 63) - 1)
 
 
 def make_lr_rule(
@@ -117,10 +102,3 @@ class DataRule:
         if pos + b <= n:
             return perm[pos : pos + b]
         return np.concatenate((perm[pos:], self._perm(level, epoch + 1)[: pos + b - n]))
-
-    def describe(self) -> str:
-        if self.rule == "minibatch":
-            return f"minibatch(B={self.batch_size})"
-        return {"full": "full batch (Solver 1)", "serial": "serialized i mod K (Solver 2)"}[
-            self.rule
-        ]
