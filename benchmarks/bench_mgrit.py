@@ -19,8 +19,8 @@ import time
 import torch
 
 from torchpint.core import MGRIT, Grid, potential_speedup, serial_solve
-from torchpint.testing import spawn_gloo
 from torchpint.problems import Heat1D
+from torchpint.testing import spawn_gloo
 
 
 def _problem(args):

@@ -25,7 +25,26 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["TrainingConfig", "train_mgrit"], "torchpint.training"),
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "MGRIT",
+    "MODEL_NAMES",
+    "DivergenceError",
+    "FunctionProblem",
+    "Grid",
+    "MGRITResult",
+    "Parareal",
+    "PararealNetwork",
+    "Problem",
+    "RankTimeoutError",
+    "TrainingConfig",
+    "build_model",
+    "init_distributed",
+    "parareal_network",
+    "preact_resnet",
+    "serial_solve",
+    "train_mgrit",
+    "vgg16",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -38,7 +38,7 @@ def test_end_to_end_json_and_plot(tmp_path, capsys):
     p, b = r["parareal"], r["baseline"]
     assert p["params"] == b["params"] + p["coarse_params"]  # the fine chunks are the original
     assert r["speedup"] == pytest.approx(b["step_time_s"] / p["step_time_s"])
-    assert p["parts"] == 2 and p["iterations"] == 1 and p["executor"] == "threads"
+    assert p["chunks"] == 2 and p["iterations"] == 1 and p["executor"] == "threads"
     assert len(p["cut_points"]) == 1
     assert p["cost_report"]["ideal_speedup"] > 0
     assert r["dataset"] == {
@@ -93,7 +93,7 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path):
         (("--executor", "distributed"), "torchrun"),
         (("--resume",), "--checkpoint-dir"),
         (("--dataset", "cifar10"), "never downloaded"),
-        (("--parts", "40"), "parts"),
+        (("--chunks", "40"), "chunks"),
     ],
 )
 def test_bad_input_gives_clear_errors(extra, message, capsys, monkeypatch):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from torchpint.core import MGRIT, RankTimeoutError
-from torchpint.testing import spawn_gloo
 from torchpint.problems import AllenCahn, Heat1D
+from torchpint.testing import spawn_gloo
 
 CASES = [
     (Heat1D, dict(cycle="V", relax="F")),

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from torchpint.training import HalfSSELoss, TrainingProblem
-from torchpint.training.engines import AutogradEngine, SigmoidMLPEngine
-from torchpint.training.engines import sigmoid_mlp
+from torchpint.training.engines import AutogradEngine, SigmoidMLPEngine, sigmoid_mlp
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _flat(model):

@@ -10,6 +10,8 @@ from torchpint.training import adder_task, digits_task, xor_task
 from torchpint.training.rules import DataRule, make_lr_rule
 from torchpint.training.tasks import adder_data
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_lr_rules():
     assert [make_lr_rule(0.5, "naive")(l) for l in range(3)] == [0.5, 0.5, 0.5]

@@ -14,6 +14,8 @@ from torchpint.training import (
     xor_task,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.mark.parametrize("solver", ["two-level", "V", "F"])
 @pytest.mark.parametrize("data_rule", ["full", "serial"])

@@ -17,12 +17,13 @@ from typing import Any
 
 import torch
 
+from torchpint.cli._plots import plot_residuals
 from torchpint.core import MGRIT, serial_solve
-from torchpint.core.history import plot_residuals
 from torchpint.problems import Heat1D
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``torchpint demo``."""
     p.add_argument("--out", default="out/demo", help="folder for plots and summary.json")
     p.add_argument("--quick", action="store_true", help="smaller settings (for tests)")
 
@@ -45,7 +46,7 @@ def _mgrit_heat(out: Path, quick: bool) -> dict[str, Any]:
               f"residual {res.residuals[-1]:.1e}, max |u - serial| = {diff:.1e}")
     plot_residuals(histories, str(out / "mgrit_heat1d.png"), f"heat1d, {problem.nt} steps")
     print(f"  serial time stepping {serial_s:.3f} s (one process: MGRIT does more work; its "
-          "speedup needs many processes, see benchmarks/bench_mgrit.py)")
+          "speedup needs many processes)")
     return summary
 
 
@@ -73,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
         "train-mgrit", ["--problem", "xor", "--steps", steps, "--solver", "F", "--lr", "0.1",
                         "--lr-rule", "geometric", "--lr-max", "30", "--data", "serial",
                         "--no-progress"], out)
-    print("\n== 3. A parareal neural network (2 parts) on scikit-learn's digits ==")
+    print("\n== 3. A parareal neural network (2 chunks) on scikit-learn's digits ==")
     epochs = ["--epochs", "1"] if args.quick else []
     summary["train_parareal_digits"] = _subcommand(
-        "train-parareal", ["--parts", "2", "--baseline", "--no-progress", *epochs], out)
+        "train-parareal", ["--chunks", "2", "--baseline", "--no-progress", *epochs], out)
     with open(out / "summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     print(f"plots and summary.json written to {out}/")

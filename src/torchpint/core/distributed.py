@@ -110,19 +110,28 @@ def make_comm(group: Any, timeout: float) -> Comm:
     return Comm() if group is None else GroupComm(group, timeout)
 
 
-def init_distributed(backend: str | None = None, timeout: float = 300.0) -> bool:
-    """Initialize the default process group from torchrun's environment, if there is one.
+def init_distributed(
+    backend: str | None = None, timeout: float = 300.0, device: torch.device | None = None
+) -> bool:
+    """Join the default process group from torchrun's environment, if there is one.
 
     Returns True when running distributed (``WORLD_SIZE`` set by torchrun), else False.
-    The backend defaults to NCCL when CUDA is available, Gloo otherwise.
+    ``device`` is this rank's device: a CUDA device is made current and selects NCCL, a
+    CPU device Gloo. Without it the backend defaults to NCCL when CUDA is available (on
+    the GPU ``LOCAL_RANK``), Gloo otherwise. Every collective fails after ``timeout``
+    seconds instead of torch's default 30 minutes.
     """
     if dist.is_initialized():
         return True
     if "WORLD_SIZE" not in os.environ:
         return False
-    if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    if device is not None:
+        backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    else:
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
     return True

@@ -59,26 +59,6 @@ class MGRITResult:
         }
 
 
-def plot_residuals(histories: dict[str, Sequence[float]], path: str, title: str = "") -> None:
-    """Write a PNG of residual histories (log scale), one line per label."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, res in histories.items():
-        ax.semilogy(range(1, len(res) + 1), [max(r, 1e-300) for r in res], "o-", label=label)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("residual 2-norm")
-    ax.set_title(title or "MGRIT residual history")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def _per_proc(count: int, procs: int) -> int:
     return -(-count // procs) if count > 0 else 0
 

@@ -31,6 +31,8 @@ from torchpint.core.history import DivergenceError, MGRITResult
 from torchpint.core.problem import Problem
 
 _TAG_F, _TAG_V, _TAG_SOLVE = 1, 2, 3
+CYCLES = ("V", "F")
+RELAXATIONS = ("F", "FCF")
 
 
 class MGRIT:
@@ -77,10 +79,10 @@ class MGRIT:
         divergence_factor: float = 1e4,
     ) -> None:
         t0 = time.perf_counter()
-        if cycle not in ("V", "F"):
-            raise ValueError(f"cycle must be 'V' or 'F', got {cycle!r}")
-        if relax not in ("F", "FCF"):
-            raise ValueError(f"relax must be 'F' or 'FCF', got {relax!r}")
+        if cycle not in CYCLES:
+            raise ValueError(f"cycle must be one of {CYCLES}, got {cycle!r}")
+        if relax not in RELAXATIONS:
+            raise ValueError(f"relax must be one of {RELAXATIONS}, got {relax!r}")
         if int(cf_iter) != cf_iter or cf_iter < 1:
             raise ValueError(f"cf_iter must be an integer >= 1, got {cf_iter!r}")
         if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from torchpint.common.seeds import mix_seed
 from torchpint.data.embedded import SHAPE_CLASSES, digits_datasets, shapes_datasets
 from torchpint.data.vision import VISION_SPECS, resolve_root, vision_datasets
 
@@ -45,16 +46,11 @@ class EpochSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         return iter(torch.randperm(self.n, generator=g).tolist())
 
     def __len__(self) -> int:
         return self.n
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A seed derived from ``(seed, epoch)``; distinct pairs give distinct seeds."""
-    return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**63 - 1)
 
 
 @dataclass
@@ -67,13 +63,6 @@ class DataBundle:
     num_classes: int
     in_channels: int
     image_size: int
-
-    @property
-    def sampler(self) -> EpochSampler:
-        """The training loader's sampler (``set_epoch`` before each epoch)."""
-        s = self.train.sampler
-        assert isinstance(s, EpochSampler)
-        return s
 
 
 def load_datasets(
@@ -168,7 +157,6 @@ __all__ = [
     "DataBundle",
     "EpochSampler",
     "digits_datasets",
-    "epoch_seed",
     "load_datasets",
     "make_loaders",
     "resolve_root",

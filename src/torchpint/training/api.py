@@ -19,6 +19,7 @@ from torchpint.core import MGRIT, MGRITResult
 from torchpint.training.config import TrainingConfig
 from torchpint.training.problem import TrainingProblem
 
+
 @dataclass
 class SerialTraining:
     """Ordinary training, step after step: final state, loss per step, sampled states."""

@@ -77,7 +77,9 @@ class TrainingConfig:
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         if not callable(self.lr_rule) and self.lr_rule not in LR_RULES:
-            raise ValueError(f"lr_rule must be one of {LR_RULES} or a callable, got {self.lr_rule!r}")
+            raise ValueError(
+                f"lr_rule must be one of {LR_RULES} or a callable, got {self.lr_rule!r}"
+            )
         if self.data_rule not in DATA_RULES:
             raise ValueError(f"data rule must be one of {DATA_RULES}, got {self.data_rule!r}")
 

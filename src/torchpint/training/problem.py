@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from torchpint.core.problem import Problem
 from torchpint.common.seeds import mix_seed
+from torchpint.core.problem import Problem
 from torchpint.training.config import TrainingConfig
 from torchpint.training.engines import AutogradEngine, SigmoidMLPEngine
 from torchpint.training.rules import DataRule, make_lr_rule

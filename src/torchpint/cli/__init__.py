@@ -1,0 +1,76 @@
+"""The ``torchpint`` command line: a thin dispatcher over one module per subcommand.
+
+Each subcommand module gives ``add_arguments(parser)`` and ``run(args) -> int``. Only the
+invoked subcommand's module is imported (``torchpint --help`` imports none), and every
+subcommand shares one exit-code contract, applied here from the exception's type:
+
+====  ================================================================
+0     success
+1     the solver did not converge within its iteration budget
+2     bad usage or input (a one-line message, no traceback)
+3     diverged (NaN/inf, a growing residual or state)
+4     a peer rank died, hung or closed its connection
+====  ================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from types import ModuleType
+
+EXIT_OK, EXIT_NOT_CONVERGED, EXIT_USAGE, EXIT_DIVERGED, EXIT_PEER = 0, 1, 2, 3, 4
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "mgrit": ("torchpint.cli.mgrit", "solve a model problem with MGRIT / parareal"),
+    "train-mgrit": ("torchpint.cli.train_mgrit",
+                    "train a network by MGRIT over its optimizer steps"),
+    "train-parareal": ("torchpint.cli.train_parareal", "train a parareal neural network"),
+    "demo": ("torchpint.cli.demo", "the main demo on embedded data (no download, no GPU)"),
+}
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; only the subcommand named in ``argv`` gets its options (and imports)."""
+    parser = argparse.ArgumentParser(prog="torchpint", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == wanted:
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``torchpint`` with ``argv`` (default: the process's) and return the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    mod: ModuleType = args._module
+    return _run(args.command, mod, args)
+
+
+def _run(command: str, mod: ModuleType, args: argparse.Namespace) -> int:
+    from torchpint.cli._common import fail
+    from torchpint.core import DivergenceError, RankTimeoutError
+
+    try:
+        return int(mod.run(args) or 0)
+    except DivergenceError as err:
+        return fail(command, "diverged", err, EXIT_DIVERGED, args)
+    except RankTimeoutError as err:
+        return fail(command, "a peer rank failed", err, EXIT_PEER, args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        return fail(command, "error", err, EXIT_USAGE, args)
+    except ModuleNotFoundError as err:  # an optional extra that is not installed
+        if err.name is not None and err.name.split(".")[0] == "torchpint":
+            raise
+        return fail(command, "error", err, EXIT_USAGE, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""What the subcommands share: rank-0 output, JSON files, devices, the process group,
+and the one-line failure message of the exit-code contract."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def is_main() -> bool:
+    """Rank 0 of the default process group, or the only process."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def say(*args: Any, **kwargs: Any) -> None:
+    """``print`` on rank 0 only (every rank runs the same command under torchrun)."""
+    if is_main():
+        print(*args, **kwargs, flush=True)
+
+
+def fail(command: str, what: str, err: BaseException, code: int,
+         args: argparse.Namespace | None = None) -> int:
+    """Print ``torchpint COMMAND: WHAT: message`` (rank 0) and return ``code``; a diverged
+    run with ``--json`` also records the error there. ``TORCHPINT_TRACEBACK=1`` re-raises,
+    for debugging."""
+    if os.environ.get("TORCHPINT_TRACEBACK"):
+        raise err
+    if is_main():
+        print(f"torchpint {command}: {what}: {err}", file=sys.stderr, flush=True)
+        path = getattr(args, "json", None)
+        if path and what == "diverged":
+            write_json(path, {"diverged": True, "error": str(err)})
+    return code
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with non-finite floats as None, so the file is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented, strict JSON (NaN/inf become null), creating the parent
+    folder; an unwritable path is a ``ValueError`` that names it."""
+    p = Path(path)
+    text = json.dumps(_finite(data), indent=1, default=str, allow_nan=False)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    except OSError as err:
+        raise ValueError(f"cannot write {p}: {err.strerror or err}") from err
+
+
+def add_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout", type=float, default=300.0,
+        help="seconds a rank waits for its peers before it fails with an error (a peer "
+        "died or hung; default 300)",
+    )
+
+
+def parse_devices(spec: str | None) -> list[torch.device] | None:
+    """``"cuda:0,cuda:1"`` / ``"0,1"`` / ``"cpu"`` -> devices, checked to exist."""
+    from torchpint.common.devices import resolve_device
+
+    if spec is None or not spec.strip():
+        return None
+    return [resolve_device(item) for item in spec.split(",")]
+
+
+def local_rank() -> int:
+    """This process's rank on its machine under torchrun (0 otherwise)."""
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0)))

@@ -1,0 +1,239 @@
+"""``torchpint train-parareal``: train a parareal network (and optionally the original).
+
+Builds a model, cuts it into a parareal network with N chunks, trains it with SGD on the
+chosen data set, and with ``--baseline`` trains the original network with the same recipe
+from the same initial weights, then reports accuracy, step time and the speedup.
+
+Under ``torchrun --nproc-per-node N -m torchpint train-parareal --executor distributed``
+rank j runs fine chunk j; every rank sees the same batches; only rank 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from typing import Any
+
+import torch
+
+from torchpint.cli._common import add_timeout, is_main, local_rank, parse_devices, say, write_json
+from torchpint.data import DATASET_NAMES
+from torchpint.models import MODEL_NAMES
+from torchpint.parareal.coarse import COARSE_KINDS
+from torchpint.parareal.executors import EXECUTORS
+from torchpint.parareal.factory import BALANCE
+from torchpint.parareal.train import SCHEDULES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``train-parareal`` options."""
+    m = parser.add_argument_group("model and split")
+    a = m.add_argument
+    a("--model", default="vgg-small", choices=MODEL_NAMES, help="network (default vgg-small)")
+    a("--depth", type=int, default=None, help="ResNet depth 9n+2 (default: the preset's)")
+    a("--width", type=int, default=None, help="channels of the first stage (preset's)")
+    a("--chunks", type=int, default=None,
+      help="fine chunks N (default 2; the world size under --executor distributed)")
+    a("--iterations", type=int, default=1, help="parareal iterations k (default 1)")
+    a("--cut-points", default=None, help="comma-separated block indices where chunks 2..N start")
+    a("--coarse", default="auto", choices=COARSE_KINDS,
+      help="kind of the default coarse networks (default auto; see "
+      "torchpint.parareal.default_coarse)")
+    a("--balance", default="flops", choices=BALANCE,
+      help="how automatic cuts balance the chunks (default flops: deterministic; tune: "
+      "time the parallel network on candidate cuts and keep the fastest)")
+    a("--executor", default="threads", choices=tuple(EXECUTORS),
+      help="where the fine chunks run (default threads)")
+    a("--devices", default=None,
+      help="comma-separated devices, e.g. cuda:0,cuda:1 (devices executor: one per chunk; "
+      "distributed: one per local rank; else the device to use)")
+    add_timeout(m)
+    d = parser.add_argument_group("data")
+    d.add_argument("--dataset", default="digits", choices=DATASET_NAMES,
+                   help="digits and shapes are embedded; the others are read from --data-root")
+    d.add_argument("--data-root", default=None, help="folder holding a torchvision data set")
+    d.add_argument("--image-size", type=int, default=None,
+                   help="input size (default: digits 16, shapes 32, else the data set's own)")
+    d.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    t = parser.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=4, help="(default 4)")
+    t.add_argument("--batch-size", type=int, default=32, help="(default 32)")
+    t.add_argument("--lr", type=float, default=0.05, help="base learning rate (default 0.05)")
+    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    t.add_argument("--weight-decay", type=float, default=5e-4, help="(default 5e-4)")
+    t.add_argument("--schedule", default="cosine", choices=SCHEDULES,
+                   help="per-step cosine decay, or x0.1 at 50%% and 75%% of training")
+    t.add_argument("--seed", type=int, default=0, help="fixes data split, init and batches")
+    t.add_argument("--baseline", action="store_true",
+                   help="also train the original network with the same recipe and compare")
+    o = parser.add_argument_group("output")
+    o.add_argument("--checkpoint-dir", default=None, help="write a checkpoint every epoch here")
+    o.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    o.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this many epochs in this run (continue with --resume)")
+    o.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
+    o.add_argument("--plot", default=None, metavar="PATH", help="loss and accuracy curves")
+    o.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+
+
+def _parse_cuts(spec: str | None) -> list[int] | None:
+    if spec is None:
+        return None
+    try:
+        return [int(c) for c in spec.split(",") if c.strip()]
+    except ValueError as err:
+        raise ValueError(f"--cut-points must be comma-separated integers, got {spec!r}") from err
+
+
+def _ckpt(args: argparse.Namespace, label: str) -> str | None:
+    return os.path.join(args.checkpoint_dir, f"{label}.pt") if args.checkpoint_dir else None
+
+
+def _placement(args: argparse.Namespace) -> tuple[int, list[torch.device] | None, torch.device]:
+    """The number of chunks, the executor's devices and the device of P, C and Q; joins
+    the torchrun process group for the distributed executor."""
+    from torchpint.core import init_distributed
+
+    devices = parse_devices(args.devices)
+    if args.executor == "distributed":
+        home = devices[local_rank() % len(devices)] if devices else torch.device("cpu")
+        if not init_distributed(timeout=args.timeout, device=home):
+            raise ValueError(
+                "--executor distributed runs one rank per chunk: launch with torchrun "
+                "--nproc-per-node N -m torchpint train-parareal --executor distributed ..."
+            )
+        world = torch.distributed.get_world_size()
+        chunks = world if args.chunks is None else args.chunks
+        if chunks != world:
+            raise ValueError(
+                f"--executor distributed runs one chunk per rank: --chunks {chunks} but "
+                f"torchrun started {world} ranks (use --nproc-per-node {chunks})"
+            )
+        return chunks, devices, home
+    chunks = 2 if args.chunks is None else args.chunks
+    if args.executor == "devices":
+        if devices is None:
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if n < chunks:
+                raise ValueError(
+                    f"--executor devices needs {chunks} devices, one per chunk, and this "
+                    f"machine has {n} CUDA device(s); pass --devices (e.g. "
+                    f"--devices {','.join(['cpu'] * chunks)} to run it on the CPU)"
+                )
+            devices = [torch.device("cuda", j) for j in range(chunks)]
+        if len(devices) != chunks:
+            raise ValueError(
+                f"--executor devices needs one device per chunk: --chunks {chunks}, "
+                f"--devices {args.devices}"
+            )
+    elif devices is not None and len(devices) != 1:
+        raise ValueError(f"--executor {args.executor} uses one device; got {args.devices}")
+    return chunks, devices, devices[0] if devices else torch.device("cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train as the options say; 0 on success."""
+    import torch.distributed as dist
+
+    try:
+        return _train(args)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace) -> int:
+    from torchpint.data import make_loaders
+    from torchpint.models import build_model
+    from torchpint.parareal import parareal_network
+    from torchpint.parareal.train import TrainConfig, fit, load_checkpoint
+
+    if args.resume and not args.checkpoint_dir:
+        raise ValueError("--resume needs --checkpoint-dir")
+    chunks, devices, home = _placement(args)
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum,
+                      weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed)
+    data = make_loaders(args.dataset, data_root=args.data_root, image_size=args.image_size,
+                        batch_size=args.batch_size, seed=args.seed, num_workers=args.workers)
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, depth=args.depth, width=args.width,
+                        num_classes=data.num_classes, in_channels=data.in_channels).to(home)
+    baseline = copy.deepcopy(model) if args.baseline else None  # same initial weights
+
+    cuts = _parse_cuts(args.cut_points)
+    ckpt = _ckpt(args, "parareal")
+    if args.resume and ckpt and os.path.exists(ckpt):
+        cuts = load_checkpoint(ckpt).get("cut_points", cuts)  # the split it was trained with
+    example = next(iter(data.train))[0][:8].to(home)
+    net = parareal_network(model, chunks, iterations=args.iterations, cut_points=cuts,
+                           balance=args.balance, coarse=args.coarse, example_input=example)
+    net.train()
+    net.set_executor(args.executor, devices=devices)
+    world = torch.distributed.get_world_size() if args.executor == "distributed" else 1
+    say(f"train-parareal: {args.model} on {data.name} ({len(data.train.dataset)} train, "
+        f"{len(data.test.dataset)} test, {data.in_channels}x{data.image_size}x"
+        f"{data.image_size}), N={chunks} chunks at blocks {net.cut_points}, "
+        f"k={args.iterations}, executor {args.executor}"
+        + (f" ({world} ranks)" if world > 1 else ""))
+    results: dict[str, Any] = {}
+    res = fit(net, data.train, data.test, cfg, label="parareal", checkpoint=ckpt,
+              resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
+              extra_state={"cut_points": net.cut_points})
+    results["parareal"] = {
+        **res.to_dict(),
+        "chunks": chunks,
+        "iterations": args.iterations,
+        "executor": args.executor,
+        "cut_points": net.cut_points,
+        "coarse_params": sum(p.numel() for p in net.coarse.parameters()),
+        "cost_report": _cost_report(net, example) if is_main() else None,
+    }
+    base_res = None
+    if baseline is not None:
+        if world > 1 and not is_main():
+            return 0  # rank 0 trains the original alone; the others are done
+        if world > 1:
+            torch.set_num_threads(os.cpu_count() or 1)  # torchrun set 1 thread per rank
+        base_res = fit(baseline, data.train, data.test, cfg, label="baseline",
+                       checkpoint=_ckpt(args, "baseline"), resume=args.resume,
+                       stop_after=args.stop_after, progress=not args.no_progress)
+        results["baseline"] = {**base_res.to_dict(), "threads": torch.get_num_threads()}
+    else:
+        results["baseline"] = None
+    if not is_main():
+        return 0
+    speedup = base_res.step_time_s / res.step_time_s if base_res is not None else None
+    results["speedup"] = speedup
+    results["config"] = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    results["dataset"] = {
+        "name": data.name, "train": len(data.train.dataset), "test": len(data.test.dataset),
+        "channels": data.in_channels, "image_size": data.image_size,
+        "classes": data.num_classes,
+    }
+    p = results["parareal"]
+    say(f"parareal: test accuracy {p['test_accuracy']:.2f}%  step {1e3 * p['step_time_s']:.1f} ms"
+        f"  params {p['params']:,} (coarse {p['coarse_params']:,})")
+    if base_res is not None:
+        b = results["baseline"]
+        say(f"baseline: test accuracy {b['test_accuracy']:.2f}%  step "
+            f"{1e3 * b['step_time_s']:.1f} ms  params {b['params']:,}  "
+            f"({b['threads']} thread{'' if b['threads'] == 1 else 's'})")
+        say(f"speedup (baseline step / parareal step): {speedup:.2f}x")
+    if args.json:
+        write_json(args.json, results)
+        say(f"wrote {args.json}")
+    if args.plot:
+        from torchpint.cli._plots import plot_training_curves
+
+        plot_training_curves(results, args.plot)
+        say(f"wrote {args.plot}")
+    return 0
+
+
+def _cost_report(net: Any, example: torch.Tensor) -> dict[str, Any]:
+    """``net.cost_report()`` on a training batch, or the reason it could not run."""
+    try:
+        return net.cost_report(example)
+    except Exception as err:  # a report is a bonus, never a reason to fail a training run
+        return {"error": str(err)}

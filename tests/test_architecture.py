@@ -1,0 +1,145 @@
+"""The import rules of docs/ARCHITECTURE.md, checked by walking the package's imports.
+
+Layers, bottom up: ``common``; ``core``; ``problems``, ``models``, ``data``, ``testing``;
+the applications ``training``, ``parareal`` (and later ``layerparallel``); ``cli`` on top.
+A module may import its own package and the layers below it, never a sibling at its own
+layer; nothing imports ``cli``; module-level imports form no cycle; and no module imports
+another module's private (underscore) names.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import torchpint
+
+ROOT = Path(torchpint.__file__).parent
+LAYER = {
+    "common": 0,
+    "core": 1,
+    "problems": 2, "models": 2, "data": 2, "testing": 2,
+    "training": 3, "parareal": 3, "layerparallel": 3,
+    "cli": 4, "__main__": 5,
+}  # fmt: skip
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in ROOT.rglob("*.py"):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(name: str) -> list[tuple[str, list[str], bool]]:
+    """``(imported module, imported names, at module level)`` for every torchpint import
+    of module ``name`` (relative imports resolved; TYPE_CHECKING blocks left out)."""
+    tree = ast.parse(MODULES[name].read_text())
+    is_pkg = MODULES[name].name == "__init__.py"
+    found: list[tuple[str, list[str], bool]] = []
+
+    def visit(node: ast.AST, top: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                continue
+            if isinstance(child, ast.Import):
+                names = [a.name for a in child.names if a.name.startswith("torchpint")]
+                found.extend((n, [], top) for n in names)
+            elif isinstance(child, ast.ImportFrom):
+                mod = child.module or ""
+                if child.level:
+                    base = name.split(".") if is_pkg else name.split(".")[:-1]
+                    base = base[: len(base) - child.level + 1]
+                    mod = ".".join([*base, mod] if mod else base)
+                if mod.startswith("torchpint"):
+                    found.append((mod, [a.name for a in child.names], top))
+            nested = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            visit(child, top and not nested)
+
+    visit(tree, True)
+    return found
+
+
+def _package(mod: str) -> str | None:
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if m != "torchpint"))
+def test_layering(name):
+    pkg = _package(name)
+    assert pkg in LAYER, f"{name}: package {pkg!r} has no layer; add it to ARCHITECTURE.md"
+    for mod, _names, _top in _imports(name):
+        other = _package(mod)
+        assert other is not None, f"{name} imports the package root; import the subpackage"
+        if other == pkg:
+            continue
+        assert other != "cli" or pkg == "__main__", f"{name} imports {mod}: only __main__ may"
+        assert LAYER[other] < LAYER[pkg], (
+            f"{name} (layer {LAYER[pkg]}) imports {mod} (layer {LAYER[other]}): a module "
+            "may import only its own package and the layers below"
+        )
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_private_names_from_other_modules(name):
+    for mod, names, _top in _imports(name):
+        if mod == name:
+            continue
+        private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+        assert not private, f"{name} imports private names {private} from {mod}"
+
+
+def test_no_import_cycles():
+    graph = {
+        name: {m for m, _, top in _imports(name) if top and m in MODULES and m != name}
+        for name in MODULES
+    }
+    # a package's __init__ importing its own modules is not a cycle with them
+    graph = {n: {m for m in deps if not n.startswith(m + ".")} for n, deps in graph.items()}
+    state: dict[str, int] = {}
+
+    def walk(n: str, path: list[str]) -> None:
+        state[n] = 1
+        for m in sorted(graph[n]):
+            if state.get(m) == 1:
+                cycle = path[path.index(m):] + [m] if m in path else [n, m]
+                pytest.fail(f"import cycle: {' -> '.join(cycle)}")
+            if m not in state:
+                walk(m, [*path, m])
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            walk(n, [n])
+
+
+def test_the_rules_can_fail(tmp_path, monkeypatch):
+    """The walker sees a core module importing an application (so the tests can fail)."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from torchpint.training import train_mgrit\n")
+    monkeypatch.setitem(MODULES, "torchpint.core.bad", bad)
+    with pytest.raises(AssertionError, match="layer 1"):
+        test_layering("torchpint.core.bad")
+
+
+def test_public_api_resolves():
+    """Every name the package root exports is importable, and nothing else is listed."""
+    assert sorted(torchpint.__all__) == sorted(torchpint._EXPORTS)
+    for name in torchpint.__all__:
+        assert getattr(torchpint, name) is not None
