@@ -8,6 +8,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,18 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
         p.write_text(text)
     except OSError as err:
         raise ValueError(f"cannot write {p}: {err.strerror or err}") from err
+
+
+def save_outputs(args: argparse.Namespace, data: Any, plot: Callable[[str], None]) -> None:
+    """Rank 0 writes ``data`` to ``--json`` and calls ``plot(path)`` for ``--plot``."""
+    if not is_main():
+        return
+    if getattr(args, "json", None):
+        write_json(args.json, data)
+        say(f"wrote {args.json}")
+    if getattr(args, "plot", None):
+        plot(args.plot)
+        say(f"wrote {args.plot}")
 
 
 def add_timeout(parser: argparse.ArgumentParser) -> None:

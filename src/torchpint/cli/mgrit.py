@@ -6,7 +6,8 @@ import argparse
 import time
 from typing import Any
 
-from torchpint.cli._common import add_timeout, is_main, say, write_json
+from torchpint.cli import _plots as plots
+from torchpint.cli._common import add_timeout, save_outputs, say
 from torchpint.core.mgrit import CYCLES, RELAXATIONS
 from torchpint.problems import PROBLEMS
 
@@ -87,12 +88,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"{status} after {result.iterations} iterations; solve {result.timings['solve']:.3f} s"
         + (f"; max |u - serial| = {summary['max_diff_vs_serial']:.3e}"
            if "max_diff_vs_serial" in summary else ""))
-    if is_main():
-        if args.json:
-            write_json(args.json, summary)
-        if args.plot:
-            from torchpint.cli._plots import plot_residuals
-
-            label = f"{args.cycle}-cycle {args.relax}" if args.parareal is None else "parareal"
-            plot_residuals({label: result.residuals}, args.plot, f"{args.problem}, nt={args.nt}")
+    label = f"{args.cycle}-cycle {args.relax}" if args.parareal is None else "parareal"
+    save_outputs(args, summary, lambda path: plots.plot_residuals(
+        {label: result.residuals}, path, f"{args.problem}, nt={args.nt}"))
     return 0 if result.converged else 1

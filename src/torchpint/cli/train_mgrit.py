@@ -10,7 +10,8 @@ import argparse
 import sys
 from dataclasses import fields
 
-from torchpint.cli._common import add_timeout, is_main, say, write_json
+from torchpint.cli import _plots as plots
+from torchpint.cli._common import add_timeout, is_main, save_outputs, say
 from torchpint.core.mgrit import RELAXATIONS
 from torchpint.training.config import SOLVERS, TrainingConfig
 from torchpint.training.problem import DIVERGENCE_HINT
@@ -120,12 +121,5 @@ def run(args: argparse.Namespace) -> int:
         out["accuracy"] = task.accuracy(res.model)
         say(f"training accuracy of the MGRIT weights: {out['accuracy']:.4f}")
     out["problem"] = args.problem
-    if args.json:
-        write_json(args.json, out)
-        say(f"wrote {args.json}")
-    if args.plot:
-        from torchpint.cli._plots import plot_training_mgrit
-
-        plot_training_mgrit(res, args.plot)
-        say(f"wrote {args.plot}")
+    save_outputs(args, out, lambda path: plots.plot_training_mgrit(res, path))
     return 0 if res.converged else 1

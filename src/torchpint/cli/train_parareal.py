@@ -17,7 +17,15 @@ from typing import Any
 
 import torch
 
-from torchpint.cli._common import add_timeout, is_main, local_rank, parse_devices, say, write_json
+from torchpint.cli import _plots as plots
+from torchpint.cli._common import (
+    add_timeout,
+    is_main,
+    local_rank,
+    parse_devices,
+    save_outputs,
+    say,
+)
 from torchpint.data import DATASET_NAMES
 from torchpint.models import MODEL_NAMES
 from torchpint.parareal.coarse import COARSE_KINDS
@@ -220,14 +228,7 @@ def _train(args: argparse.Namespace) -> int:
             f"{1e3 * b['step_time_s']:.1f} ms  params {b['params']:,}  "
             f"({b['threads']} thread{'' if b['threads'] == 1 else 's'})")
         say(f"speedup (baseline step / parareal step): {speedup:.2f}x")
-    if args.json:
-        write_json(args.json, results)
-        say(f"wrote {args.json}")
-    if args.plot:
-        from torchpint.cli._plots import plot_training_curves
-
-        plot_training_curves(results, args.plot)
-        say(f"wrote {args.plot}")
+    save_outputs(args, results, lambda path: plots.plot_training_curves(results, path))
     return 0
 
 
