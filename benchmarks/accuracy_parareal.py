@@ -27,7 +27,7 @@ import torch
 
 from torchpint.data import make_loaders
 from torchpint.models import build_model
-from torchpint.parareal import default_coarse, parareal
+from torchpint.parareal import default_coarse, parareal_network
 from torchpint.parareal.train import TrainConfig, fit
 
 # dataset -> (image size, extra loader options, epochs)
@@ -53,7 +53,7 @@ def _coarse(variant: str) -> Any:
 
 
 def one_run(
-    dataset: str, model_name: str, seed: int, parts: int, args: argparse.Namespace
+    dataset: str, model_name: str, seed: int, chunks: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Train original and parareal from the same initial weights; their test accuracies."""
     size, extra, epochs = DATASETS[dataset]
@@ -67,9 +67,9 @@ def one_run(
     )
     original = copy.deepcopy(model)
     x = next(iter(data.train))[0][:8]
-    net = parareal(
+    net = parareal_network(
         model,
-        parts,
+        chunks,
         iterations=args.iterations,
         balance="flops",
         example_input=x,
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=None)
     p.add_argument("--width", type=int, default=None, help="override the presets' width")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--parts", type=int, default=2)
+    p.add_argument("--chunks", type=int, default=2)
     p.add_argument("--iterations", type=int, default=1)
     p.add_argument("--epochs", type=int, default=None, help="override the per-dataset epochs")
     p.add_argument("--batch-size", type=int, default=32)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     for ds, model_name in plan:
         rs = []
         for seed in args.seeds:
-            r = one_run(ds, model_name, seed, args.parts, args)
+            r = one_run(ds, model_name, seed, args.chunks, args)
             rs.append(r)
             print(
                 f"  {ds:7} {model_name:12} seed {seed}: original "
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     print(
-        f"\nparareal (N={args.parts}, k={args.iterations}, coarse {args.coarse}) vs original, "
+        f"\nparareal (N={args.chunks}, k={args.iterations}, coarse {args.coarse}) vs original, "
         f"test accuracy over seeds {args.seeds} (mean +- std, %)"
     )
     print(f"{'dataset':8} {'model':12} {'original':>16} {'parareal':>16} {'diff':>14}  ok")

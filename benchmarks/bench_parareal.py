@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchpint.models import build_model
-from torchpint.parareal import ThreadsExecutor, parareal
+from torchpint.parareal import ThreadsExecutor, parareal_network
 
 # name -> (model preset, depth, width, image size, batch size)
 CONFIGS: dict[str, tuple[str, int | None, int, int, int]] = {
@@ -159,7 +159,7 @@ def _batch(cfg: tuple, in_channels: int = 3, device: str = "cpu") -> tuple[torch
 def bench_cpu(
     name: str,
     cfg: tuple,
-    parts: int,
+    chunks: int,
     reps: int,
     warmup: int,
     cores: int,
@@ -174,8 +174,8 @@ def bench_cpu(
     orig1 = copy.deepcopy(model)
     origall = copy.deepcopy(model)
     torch.set_num_threads(1)  # chunk costs and balance as each chunk will run: one thread
-    net = parareal(
-        model, parts, balance=balance, coarse=coarse, example_input=x, executor="threads"
+    net = parareal_network(
+        model, chunks, balance=balance, coarse=coarse, example_input=x, executor="threads"
     )
     report = net.cost_report(x)
     torch.set_num_threads(cores)
@@ -196,11 +196,11 @@ def bench_cpu(
         "width": width,
         "image_size": size,
         "batch_size": bs,
-        "parts": parts,
+        "chunks": chunks,
         "cores": cores,
         "balance": balance,
         "coarse": coarse,
-        "cut_points": [b for _, b in net.block_ranges[:-1]],
+        "cut_points": net.cut_points,
         "tuning": [{"cut_points": c, "pass_s": t} for c, t in net.tuning],
         "times": {k: _summary(v) for k, v in times.items()},
         **_speedups(times, cores),
@@ -232,7 +232,7 @@ def bench_gpu(
     for n in range(1, n_gpu + 1):
         model = copy.deepcopy(base).to("cuda:0")
         devs = [f"cuda:{j}" for j in range(n)]
-        net = parareal(
+        net = parareal_network(
             model,
             n,
             balance=balance,
@@ -249,7 +249,7 @@ def bench_gpu(
         rows.append(
             {
                 "config": name,
-                "parts": n,
+                "chunks": n,
                 "devices": devs,
                 "original": _summary(t_orig),
                 "parareal": _summary(t),
@@ -269,7 +269,7 @@ def bench_gpu(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    p.add_argument("--parts", type=int, default=2, help="chunks N on the CPU (default 2)")
+    p.add_argument("--chunks", type=int, default=2, help="chunks N on the CPU (default 2)")
     p.add_argument("--reps", type=int, default=7, help="timed repetitions per variant")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
@@ -317,13 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     runs = [(name, i) for name in args.configs for i in range(max(1, args.runs))]
     for name, i in runs:
         r = bench_cpu(
-            name, configs[name], args.parts, reps, warmup, args.cores, args.balance, args.coarse
+            name, configs[name], args.chunks, reps, warmup, args.cores, args.balance, args.coarse
         )
         r["run"] = i
         out["cpu"].append(r)
         t = {k: 1e3 * v["median_s"] for k, v in r["times"].items()}
         print(
-            f"{name:8} {args.parts:>2} {t['original_1_thread']:>11.1f} "
+            f"{name:8} {args.chunks:>2} {t['original_1_thread']:>11.1f} "
             f"{t[f'original_{args.cores}_threads']:>10.1f} {t['parareal']:>10.1f} "
             f"{_fmt_ratio(r, 'speedup_vs_1_thread'):>20} "
             f"{_fmt_ratio(r, 'speedup_vs_all_cores'):>20} "
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in bench_gpu(name, configs[name], reps, warmup, args.balance, args.coarse):
                 out["gpu"].append(r)
                 print(
-                    f"{name:8} N={r['parts']} original {1e3 * r['original']['median_s']:.1f} "
+                    f"{name:8} N={r['chunks']} original {1e3 * r['original']['median_s']:.1f} "
                     f"parareal {1e3 * r['parareal']['median_s']:.1f} speedup "
                     f"{r['speedup']:.2f}x ideal {r['ideal_speedup']:.2f}x memory "
                     f"{r['memory_original_bytes'] / 2**20:.0f} -> "

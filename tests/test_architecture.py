@@ -133,6 +133,16 @@ def test_no_import_cycles():
             walk(n, [n])
 
 
+def test_executors_know_nothing_of_the_network():
+    """Parareal executors get the chunks' modules (``Stages``), never the network: they
+    import only each other and ``common``."""
+    allowed = ("torchpint.parareal.executors", "torchpint.common")
+    for name in MODULES:
+        if name.startswith("torchpint.parareal.executors"):
+            beyond = sorted({m for m, _, _ in _imports(name) if not m.startswith(allowed)})
+            assert not beyond, f"{name} imports {beyond}"
+
+
 def test_the_rules_can_fail(tmp_path, monkeypatch):
     """The walker sees a core module importing an application (so the tests can fail)."""
     bad = tmp_path / "bad.py"

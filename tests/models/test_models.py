@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from torchpint.models import MODEL_NAMES, build_model, preact_resnet, vgg16
+from torchpint.models import MODEL_NAMES, PreActBottleneck, build_model, preact_resnet, vgg16
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _children(m: nn.Module) -> list[str]:
@@ -72,3 +74,11 @@ def test_build_model_presets_and_overrides():
         build_model("alexnet")
     with pytest.raises(ValueError, match="9n\\+2"):
         build_model("resnet", depth=30)
+
+
+def test_bottleneck_options():
+    """Without norm the block has no batch norm; ``cout`` and ``size`` set the output."""
+    b = PreActBottleneck(8, 2, (2, 2), cout=16, norm=False, size=(4, 3))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in b.modules())
+    assert b(torch.randn(2, 8, 9, 9)).shape == (2, 16, 4, 3)
+    assert PreActBottleneck(8, 2)(torch.randn(2, 8, 5, 5)).shape == (2, 8, 5, 5)

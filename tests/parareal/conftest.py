@@ -22,14 +22,3 @@ def small_vgg() -> nn.Module:
 @pytest.fixture
 def batch() -> torch.Tensor:
     return torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)).double()
-
-
-@pytest.fixture
-def one_torch_thread():
-    """Tiny models: one intra-op thread is fastest and immune to a busy machine.
-
-    Used by the network/split/executor tests through ``pytestmark``."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -11,11 +11,11 @@ import torch.distributed as dist
 from torch import nn
 
 from tests.parareal.parareal_helpers import assert_grads_close, grads
-from torchpint.core import spawn_gloo
 from torchpint.models import preact_resnet
-from torchpint.parareal import ThreadsExecutor, parareal
+from torchpint.parareal import EXECUTORS, Executor, ThreadsExecutor, parareal_network
+from torchpint.testing import spawn_gloo
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _loss(out: torch.Tensor) -> torch.Tensor:
@@ -29,8 +29,8 @@ def _step(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out.detach()
 
 
-def _pair(model, batch, parts=3, k=1):
-    net = parareal(model, parts, iterations=k, balance="flops", example_input=batch)
+def _pair(model, batch, chunks=3, k=1):
+    net = parareal_network(model, chunks, iterations=k, balance="flops", example_input=batch)
     return net, copy.deepcopy(net)
 
 
@@ -46,7 +46,7 @@ def _assert_same(net, ref, batch):
 def test_threads_equals_serial(small_resnet, batch, k, overlap):
     net, ref = _pair(small_resnet, batch, k=k)
     net.set_executor(ThreadsExecutor(overlap=overlap))
-    assert net.executor == "threads"
+    assert net.executor.name == "threads"
     _assert_same(net, ref, batch)
     net.eval(), ref.eval()
     with torch.no_grad():
@@ -55,7 +55,7 @@ def test_threads_equals_serial(small_resnet, batch, k, overlap):
 
 def test_threads_runs_chunks_on_their_own_threads(small_vgg, batch):
     """Forward and backward of the two chunks run on two distinct threads."""
-    net = parareal(small_vgg, 2, balance="flops", example_input=batch, executor="threads")
+    net = parareal_network(small_vgg, 2, balance="flops", example_input=batch, executor="threads")
     seen: dict[str, set] = {"fwd0": set(), "fwd1": set(), "bwd0": set(), "bwd1": set()}
     for j, f in enumerate(net.fine):
         f.register_forward_hook(lambda *a, j=j: seen[f"fwd{j}"].add(threading.get_ident()))
@@ -67,7 +67,7 @@ def test_threads_runs_chunks_on_their_own_threads(small_vgg, batch):
 
 def test_threads_overlaps_the_sweep_with_chunk_0(small_vgg, batch):
     """F_0 starts before the coarse sweep C_0 has finished (the sweep is not a barrier)."""
-    net = parareal(small_vgg, 2, balance="flops", example_input=batch, executor="threads")
+    net = parareal_network(small_vgg, 2, balance="flops", example_input=batch, executor="threads")
     started = threading.Event()
     net.fine[0].register_forward_pre_hook(lambda *a: started.set())
     overlapped = []
@@ -81,7 +81,7 @@ def test_threads_with_shared_coarse_equals_serial(small_resnet, batch, k):
     """C_j = F_j (parameters used by two chunks' nodes, gradients summed once each), and a
     frozen P, so that u = P(x) needs no gradient. (BN running statistics are not compared:
     a module shared by two chunks updates them in another order.)"""
-    net = parareal(
+    net = parareal_network(
         small_resnet,
         3,
         iterations=k,
@@ -97,20 +97,20 @@ def test_threads_with_shared_coarse_equals_serial(small_resnet, batch, k):
 
 
 def test_threads_restores_thread_count(small_vgg, batch):
-    net = parareal(small_vgg, 2, balance="flops", example_input=batch, executor="threads")
+    net = parareal_network(small_vgg, 2, balance="flops", example_input=batch, executor="threads")
     before = torch.get_num_threads()
     _step(net, batch)
     assert torch.get_num_threads() == before
 
 
 def test_devices_cpu_code_path_equals_serial(small_vgg, batch):
-    net, ref = _pair(small_vgg, batch, parts=2, k=2)
+    net, ref = _pair(small_vgg, batch, chunks=2, k=2)
     net.set_executor("devices", devices=["cpu", "cpu"])
     _assert_same(net, ref, batch)
 
 
 def test_devices_errors(small_vgg, batch):
-    net = parareal(small_vgg, 2, balance="flops", example_input=batch)
+    net = parareal_network(small_vgg, 2, balance="flops", example_input=batch)
     n = torch.cuda.device_count()
     with pytest.raises(ValueError, match=f"cuda:{n + 3} does not exist"):
         net.set_executor("devices", devices=["cpu", f"cuda:{n + 3}"])
@@ -118,12 +118,12 @@ def test_devices_errors(small_vgg, batch):
         net.set_executor("devices", devices=["cpu", "cpu", "cpu"])
     with pytest.raises(ValueError, match="needs devices"):
         net.set_executor("devices")
-    assert net.executor == "serial"  # a failed switch keeps the old executor
+    assert net.executor.name == "serial"  # a failed switch keeps the old executor
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
 def test_devices_on_two_gpus_equals_serial(small_resnet, batch):
-    net, ref = _pair(small_resnet.float(), batch.float(), parts=2, k=1)
+    net, ref = _pair(small_resnet.float(), batch.float(), chunks=2, k=1)
     net.set_executor("devices", devices=["cuda:0", "cuda:1"])
     assert next(net.fine[1].parameters()).device == torch.device("cuda", 1)
     out = _step(net, batch.float().cuda(0))
@@ -141,7 +141,7 @@ def _dist_worker(rank: int, world: int, k: int) -> None:
     torch.manual_seed(0)  # every rank builds the same model
     model = preact_resnet(depth=29, num_classes=4, width=2).double()
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)).double()
-    net = parareal(model, world, iterations=k, balance="flops", example_input=x)
+    net = parareal_network(model, world, iterations=k, balance="flops", example_input=x)
     ref = copy.deepcopy(net)
     net.set_executor("distributed")
     out, out_ref = _step(net, x), _step(ref, x)
@@ -165,12 +165,12 @@ def _dist_worker(rank: int, world: int, k: int) -> None:
     with torch.no_grad():
         torch.testing.assert_close(net(x), ref(x), atol=1e-10, rtol=1e-9)
     # cut points measured by time are taken from rank 0
-    timed = parareal(model, world, example_input=x, executor="distributed")
-    assert timed.executor == "distributed"
-    wrong = parareal(model, world + 1, balance="flops", example_input=x)
+    timed = parareal_network(model, world, example_input=x, executor="distributed")
+    assert timed.executor.name == "distributed"
+    wrong = parareal_network(model, world + 1, balance="flops", example_input=x)
     try:
         wrong.set_executor("distributed")
-        raise AssertionError("world size != parts must fail")
+        raise AssertionError("world size != chunks must fail")
     except ValueError as e:
         assert "chunks but the group has" in str(e)
 
@@ -181,14 +181,30 @@ def test_distributed_gloo_equals_serial(world, k):
 
 
 def test_distributed_needs_init(small_vgg, batch):
-    net = parareal(small_vgg, 2, balance="flops", example_input=batch)
+    net = parareal_network(small_vgg, 2, balance="flops", example_input=batch)
     if not dist.is_initialized():
         with pytest.raises(RuntimeError, match="init_process_group"):
             net.set_executor("distributed")
 
 
 def test_deepcopy_keeps_executor(small_vgg, batch):
-    net = parareal(small_vgg, 2, balance="flops", example_input=batch, executor="threads")
+    net = parareal_network(small_vgg, 2, balance="flops", example_input=batch, executor="threads")
     other = copy.deepcopy(net)
-    assert other.executor == "threads" and other._executor is not net._executor
+    assert other.executor.name == "threads" and other.executor is not net.executor
     torch.testing.assert_close(other(batch), net(batch))
+
+
+def test_registry_and_single_process_hooks(small_vgg, batch):
+    """Names map to classes; in one process the replica hooks do nothing."""
+    assert list(EXECUTORS) == ["serial", "threads", "devices", "distributed"]
+    assert all(cls.name == name and issubclass(cls, Executor) for name, cls in EXECUTORS.items())
+    net = parareal_network(small_vgg, 2, balance="flops", example_input=batch)
+    before = copy.deepcopy(net.state_dict())
+    for name in ("serial", "threads"):
+        net.set_executor(name)
+        ex = net.executor
+        assert isinstance(ex, EXECUTORS[name]) and not ex.spans_processes
+        assert ex.agree_cuts([3]) == [3]
+        ex.barrier()
+        net.synchronize(torch.optim.SGD(net.parameters(), lr=0.1))
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())

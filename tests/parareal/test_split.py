@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from torchpint.parareal import balanced_cuts, decompose, default_coarse, parareal
+from torchpint.parareal import balanced_cuts, decompose, default_coarse, parareal_network
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_balanced_cuts_minimise_the_largest_chunk():
@@ -26,23 +26,23 @@ def test_balanced_cuts_minimise_the_largest_chunk():
 
 def test_balance_by_flops_follows_cost_not_layer_count(small_resnet, batch):
     """ResNet stages cost about the same, with 3 blocks each: cuts fall at the stages."""
-    net = parareal(small_resnet, 3, balance="flops", example_input=batch)
+    net = parareal_network(small_resnet, 3, balance="flops", example_input=batch)
     assert net.block_ranges == [(0, 3), (3, 6), (6, 9)]
-    net = parareal(small_resnet, 2, balance="time", example_input=batch)
+    net = parareal_network(small_resnet, 2, balance="time", example_input=batch)
     assert len(net.block_ranges) == 2 and net.block_ranges[-1][1] == 9
 
 
 def test_explicit_cut_points(small_vgg, batch):
-    net = parareal(small_vgg, 3, cut_points=[2, 7], example_input=batch)
+    net = parareal_network(small_vgg, 3, cut_points=[2, 7], example_input=batch)
     assert net.block_ranges == [(0, 2), (2, 7), (7, 12)]
     for bad in ([7, 2], [0, 5], [5, 12], [5]):
         with pytest.raises(ValueError, match="cut point"):
-            parareal(small_vgg, 3, cut_points=bad, example_input=batch)
+            parareal_network(small_vgg, 3, cut_points=bad, example_input=batch)
 
 
-def test_too_many_parts(small_resnet, batch):
+def test_too_many_chunks(small_resnet, batch):
     with pytest.raises(ValueError, match="only 9 splittable blocks"):
-        parareal(small_resnet, 10, example_input=batch)
+        parareal_network(small_resnet, 10, example_input=batch)
 
 
 class _TVResNet(nn.Module):
@@ -94,7 +94,7 @@ def test_torchvision_layouts_are_exact_with_n_iterations(cls, n_blocks):
     x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
     assert len(decompose(model).blocks) == n_blocks
     ref = model(x)
-    net = parareal(model, 2, iterations=2, balance="flops", example_input=x).double().eval()
+    net = parareal_network(model, 2, iterations=2, balance="flops", example_input=x).double().eval()
     torch.testing.assert_close(net(x), ref, atol=1e-10, rtol=1e-9)
 
 
@@ -109,10 +109,10 @@ def test_generic_sequential_conv_and_mlp():
     d = decompose(conv)
     assert len(d.blocks) == 6 and isinstance(d.post, nn.Sequential) and len(d.post) == 3
     x = torch.randn(2, 1, 9, 9, dtype=torch.float64)  # odd size: stride-2 chunk 9 -> 5
-    net = parareal(conv, 3, iterations=3, balance="blocks", example_input=x).double()
+    net = parareal_network(conv, 3, iterations=3, balance="blocks", example_input=x).double()
     torch.testing.assert_close(net(x), conv(x), atol=1e-10, rtol=1e-9)
     mlp = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3))
-    net = parareal(mlp, 2)  # example input guessed from the first Linear
+    net = parareal_network(mlp, 2)  # example input guessed from the first Linear
     assert [type(c[0]) for c in net.coarse] == [nn.Linear, nn.Linear]
     xm = torch.randn(5, 6)
     assert net(xm).shape == (5, 3)
@@ -121,7 +121,7 @@ def test_generic_sequential_conv_and_mlp():
 def test_pre_and_post_overrides(small_resnet, batch):
     d = decompose(small_resnet, pre=2, post=1)
     assert len(d.blocks) == 6
-    net = parareal(small_resnet, 2, pre=2, post=1, iterations=2, example_input=batch)
+    net = parareal_network(small_resnet, 2, pre=2, post=1, iterations=2, example_input=batch)
     torch.testing.assert_close(net(batch), small_resnet(batch), atol=1e-10, rtol=1e-9)
     head = nn.Identity()
     assert decompose(small_resnet, post=head).post is head
@@ -137,27 +137,27 @@ def test_model_that_cannot_be_split():
             return self.a(x)
 
     with pytest.raises(ValueError, match="cannot split a Opaque.*cut_points"):
-        parareal(Opaque(), 2)
+        parareal_network(Opaque(), 2)
 
 
 def test_example_input_needed_when_not_inferable():
     model = nn.Sequential(nn.Tanh(), nn.Sigmoid(), nn.Tanh())
     with pytest.raises(ValueError, match="example_input"):
-        parareal(model, 2)
+        parareal_network(model, 2)
 
 
 def test_coarse_shape_mismatch_names_chunk_and_shapes(small_resnet, batch):
-    good = parareal(small_resnet, 3, balance="flops", example_input=batch)
+    good = parareal_network(small_resnet, 3, balance="flops", example_input=batch)
     bad = copy.deepcopy(list(good.coarse))
     bad[1] = nn.Conv2d(8, 8, 1).double()  # chunk 1 maps (4, 8, 16, 16) to (4, 16, 8, 8)
     msg = r"coarse network 1 does not match fine chunk 1.*\(4, 16, 8, 8\).*\(4, 8, 16, 16\)"
     with pytest.raises(ValueError, match=msg):
-        parareal(small_resnet, 3, balance="flops", coarse=bad, example_input=batch)
+        parareal_network(small_resnet, 3, balance="flops", coarse=bad, example_input=batch)
     bad[1] = nn.Conv2d(16, 16, 1).double()  # wrong input channels: fails inside
     with pytest.raises(ValueError, match=r"coarse network 1 fails .*\(4, 8, 16, 16\)"):
-        parareal(small_resnet, 3, balance="flops", coarse=bad, example_input=batch)
+        parareal_network(small_resnet, 3, balance="flops", coarse=bad, example_input=batch)
     with pytest.raises(ValueError, match="3 chunks need 3 coarse networks"):
-        parareal(small_resnet, 3, balance="flops", coarse=bad[:2], example_input=batch)
+        parareal_network(small_resnet, 3, balance="flops", coarse=bad[:2], example_input=batch)
 
 
 def test_default_coarse_shapes_and_kinds():

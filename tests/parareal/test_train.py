@@ -9,14 +9,13 @@ import torch
 from torch import nn
 
 from torchpint.data import make_loaders
-from torchpint.parareal import parareal
+from torchpint.parareal import parareal_network
 from torchpint.parareal.train import (
     TrainConfig,
     evaluate,
     fit,
     load_checkpoint,
     lr_factor,
-    sync_replicas,
 )
 
 
@@ -132,10 +131,10 @@ def test_fit_trains_a_parareal_network(digits8):
 
     model = build_model("vgg-small", width=4, num_classes=10, in_channels=1)
     x = next(iter(digits8.train))[0][:4]
-    net = parareal(model, 2, example_input=x, balance="flops", executor="threads")
+    net = parareal_network(model, 2, example_input=x, balance="flops", executor="threads")
     res = fit(
         net, digits8.train, digits8.test, TrainConfig(epochs=1, lr=0.05), log=None, progress=False
     )
     assert res.history[0].train_accuracy > 15.0  # learning, from 10% chance
     assert res.params == sum(p.numel() for p in net.parameters())
-    sync_replicas(net, torch.optim.SGD(net.parameters(), lr=0.1))  # no-op off distributed
+    net.synchronize(torch.optim.SGD(net.parameters(), lr=0.1))  # no-op in one process

@@ -2,7 +2,7 @@
 
 ``vgg16`` (CIFAR VGG-16-BN), ``preact_resnet`` (pre-activation bottleneck ResNet, depth
 9n+2, ResNet-1001 included) and ``build_model`` with named presets, small ones included
-(``vgg-small``, ``resnet-small``) that train in about a minute on a CPU.
+(``vgg-small``, ``resnet-small``) for CPU runs.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from torchpint.models.init import cifar_init
+
 _EXPANSION = 4
 
 
@@ -20,21 +22,40 @@ class PreActBottleneck(nn.Module):
     """BN-ReLU-conv1x1, BN-ReLU-conv3x3 (stride), BN-ReLU-conv1x1, plus the shortcut.
 
     When the shape changes the shortcut is a strided 1x1 conv of the pre-activated input.
+
+    Args:
+        cin, mid: input channels and the channels of the inner 3x3 conv.
+        stride: of the 3x3 conv and the shortcut (an int or a pair).
+        cout: output channels (default ``4 mid``).
+        norm: batch norm before each ReLU; ``False`` leaves it out (an identity).
+        size: resample the output and the shortcut to this spatial size before adding
+            them (adaptive average pooling), for sizes a stride cannot reach.
     """
 
-    def __init__(self, cin: int, mid: int, stride: int = 1) -> None:
+    def __init__(
+        self,
+        cin: int,
+        mid: int,
+        stride: int | tuple[int, int] = 1,
+        *,
+        cout: int | None = None,
+        norm: bool = True,
+        size: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__()
-        cout = mid * _EXPANSION
-        self.bn1 = nn.BatchNorm2d(cin)
+        cout = mid * _EXPANSION if cout is None else cout
+        bn = nn.BatchNorm2d if norm else (lambda c: nn.Identity())
+        self.bn1 = bn(cin)
         self.conv1 = nn.Conv2d(cin, mid, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(mid)
+        self.bn2 = bn(mid)
         self.conv2 = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(mid)
+        self.bn3 = bn(mid)
         self.conv3 = nn.Conv2d(mid, cout, 1, bias=False)
         self.relu = nn.ReLU(inplace=False)
         self.shortcut: nn.Module | None = None
-        if stride != 1 or cin != cout:
+        if self.conv2.stride != (1, 1) or cin != cout:
             self.shortcut = nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+        self.resize = nn.AdaptiveAvgPool2d(size) if size is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(x))
@@ -42,6 +63,8 @@ class PreActBottleneck(nn.Module):
         out = self.conv1(out)
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))
+        if self.resize is not None:
+            out, skip = self.resize(out), self.resize(skip)
         return out + skip
 
 
@@ -79,10 +102,5 @@ def preact_resnet(
         nn.Linear(cin, num_classes),
     )
     model = nn.Sequential(OrderedDict(pre=pre, body=nn.Sequential(*blocks), post=post))
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    cifar_init(model)
     return model

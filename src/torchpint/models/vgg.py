@@ -11,6 +11,8 @@ from collections import OrderedDict
 
 from torch import nn
 
+from torchpint.models.init import cifar_init
+
 # Channels of the 13 conv layers relative to the first stage; "M" = 2x2 max-pool.
 _VGG16 = (1, 1, "M", 2, 2, "M", 4, 4, 4, "M", 8, 8, 8, "M", 8, 8, 8, "M")
 
@@ -55,18 +57,5 @@ def vgg16(num_classes: int = 10, in_channels: int = 3, width: int = 64) -> nn.Se
         nn.Linear(cin, num_classes),
     )
     model = nn.Sequential(OrderedDict(pre=blocks[0], body=nn.Sequential(*blocks[1:]), post=post))
-    _init(model)
+    cifar_init(model, linear_std=0.01)  # small classifier weights
     return model
-
-
-def _init(model: nn.Module) -> None:
-    """Kaiming init for convs, unit BN, small linear: the usual CIFAR recipe."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
-            nn.init.zeros_(m.bias)

@@ -1,34 +1,24 @@
 """Parareal neural networks: a deep network cut into P, N fine chunks run at the same time,
-N cheap coarse networks and Q, wired as k parareal iterations (ALGORITHMS.md section 3).
+N cheap coarse networks and Q, wired as k parareal iterations (Lee, Lee & Park 2022).
 
-``parareal(model, parts)`` builds one; ``PararealNetwork.set_executor`` picks where the
-fine chunks run (``serial``, ``threads``, ``devices``, ``distributed``).
+``parareal_network(model, chunks)`` builds one; ``PararealNetwork.set_executor`` picks
+where the fine chunks run (a name in ``EXECUTORS``: ``serial``, ``threads``, ``devices``,
+``distributed``; or an ``Executor`` such as ``ThreadsExecutor(overlap=False)``).
 """
 
-from torchpint.parareal.coarse import build_coarse, check_coarse, default_coarse
-from torchpint.parareal.executors import (
-    EXECUTORS,
-    DevicesExecutor,
-    DistributedExecutor,
-    Executor,
-    SerialExecutor,
-    ThreadsExecutor,
-)
-from torchpint.parareal.network import PararealNetwork, parareal
+from torchpint.parareal.coarse import default_coarse
+from torchpint.parareal.executors import EXECUTORS, Executor, ThreadsExecutor
+from torchpint.parareal.factory import parareal_network
+from torchpint.parareal.network import PararealNetwork
 from torchpint.parareal.split import balanced_cuts, decompose
 
 __all__ = [
     "EXECUTORS",
-    "DevicesExecutor",
-    "DistributedExecutor",
     "Executor",
     "PararealNetwork",
-    "SerialExecutor",
     "ThreadsExecutor",
     "balanced_cuts",
-    "build_coarse",
-    "check_coarse",
     "decompose",
     "default_coarse",
-    "parareal",
+    "parareal_network",
 ]

@@ -3,16 +3,16 @@
 The default is one small block with the chunk's stride and channel change. For a chunk
 whose output is non-negative (it ends in a ReLU, as VGG blocks do) it is
 ``avgpool(stride)-conv1x1-ReLU``: a ninth of the cost of a strided ``conv3x3-ReLU`` (kind
-``"conv"``), which shortens the step because C_0 sits on the critical path, while parareal
-VGG stays within 1 point of the original (docs/train-parareal.md). For any other chunk (a
-residual stream, as in pre-activation ResNets) it is one pre-activation bottleneck block:
-1x1 down to a quarter of the channels, 3x3 with the stride, 1x1 up, plus shortcut. Chunks
-on flat features get one linear layer. Users may pass their own modules or a builder.
+``"conv"``), which shortens the step because C_0 sits on the critical path. For any other
+chunk (a residual stream, as in pre-activation ResNets) it is one pre-activation bottleneck
+block: 1x1 down to a quarter of the channels, 3x3 with the stride, 1x1 up, plus shortcut.
+Chunks on flat features get one linear layer. Users may pass their own modules or a
+builder. docs/train-parareal.md has the accuracy of each kind next to the original's.
 
 No batch norm by default: each C_j is applied to two different inputs per forward pass
 (the coarse sweep's lambda and the correction's y), so its running statistics average two
-distributions and eval-mode accuracy collapses (measured on digits, ResNet-29: 65% in
-eval mode vs 98% with batch statistics). ``norm=True`` restores BN for comparison.
+distributions and eval-mode accuracy collapses (docs/train-parareal.md, accuracy study).
+``norm=True`` adds BN for comparison.
 """
 
 from __future__ import annotations
@@ -22,47 +22,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from torchpint.parareal.split import _Training
+from torchpint.common.modules import train_mode
+from torchpint.models import PreActBottleneck
+from torchpint.models.init import cifar_init
 
 CoarseBuilder = Callable[[int, nn.Module, torch.Tensor, torch.Tensor], nn.Module]
-
-
-class PreActCoarse(nn.Module):
-    """One pre-activation bottleneck block from ``cin`` to ``cout`` channels with ``stride``.
-
-    The shortcut is the identity when the shape is kept, else a strided 1x1 conv; a final
-    adaptive pooling fixes odd output sizes.
-    """
-
-    def __init__(
-        self,
-        cin: int,
-        cout: int,
-        stride: tuple[int, int],
-        size: tuple[int, int] | None = None,
-        norm: bool = False,
-    ) -> None:
-        super().__init__()
-        mid = max(1, min(cin, cout) // 4)
-        bn = nn.BatchNorm2d if norm else (lambda c: nn.Identity())
-        self.bn1, self.bn2, self.bn3 = bn(cin), bn(mid), bn(mid)
-        self.conv1 = nn.Conv2d(cin, mid, 1, bias=False)
-        self.conv2 = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False)
-        self.conv3 = nn.Conv2d(mid, cout, 1, bias=False)
-        self.shortcut: nn.Module | None = None
-        if cin != cout or stride != (1, 1):
-            self.shortcut = nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
-        self.resize = nn.AdaptiveAvgPool2d(size) if size is not None else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = torch.relu(self.bn1(x))
-        skip = x if self.shortcut is None else self.shortcut(a)
-        out = self.conv1(a)
-        out = self.conv2(torch.relu(self.bn2(out)))
-        out = self.conv3(torch.relu(self.bn3(out)))
-        if self.resize is not None:
-            out, skip = self.resize(out), self.resize(skip)
-        return out + skip
+COARSE_KINDS = ("auto", "conv", "pool", "preact")
 
 
 def default_coarse(
@@ -76,8 +41,8 @@ def default_coarse(
     ``(B, D)`` tensors: a linear layer. ``norm=True`` adds batch norm (see the module
     docstring for why it is off by default).
     """
-    if kind not in ("auto", "conv", "pool", "preact"):
-        raise ValueError(f"coarse kind must be 'auto', 'conv', 'pool' or 'preact', got {kind!r}")
+    if kind not in COARSE_KINDS:
+        raise ValueError(f"coarse kind must be one of {COARSE_KINDS}, got {kind!r}")
     if kind == "auto":
         kind = "pool" if bool((y >= 0).all()) else "preact"
     if x.dim() == 2 and y.dim() == 2:
@@ -97,8 +62,10 @@ def default_coarse(
     exact = all((a - 1) // s + 1 == b for a, s, b in zip((h, w), stride, (ho, wo), strict=True))
     size = None if exact else (ho, wo)  # odd sizes: resample exactly at the end
     if kind == "preact":
-        mod: nn.Module = PreActCoarse(cin, cout, stride, size, norm)
+        mid = max(1, min(cin, cout) // 4)
+        mod: nn.Module = PreActBottleneck(cin, mid, stride, cout=cout, norm=norm, size=size)
     else:
+        # the 3x3 conv is built for "pool" too: every kind draws the same random numbers
         core: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)]
         if kind == "pool":  # average-pool by the stride, then a 1x1 conv: ~1/9 of "conv"
             core = [nn.AvgPool2d(stride, ceil_mode=True)] if stride != (1, 1) else []
@@ -106,16 +73,14 @@ def default_coarse(
         fix = [nn.AdaptiveAvgPool2d(size)] if size else []
         bn = [nn.BatchNorm2d(cout)] if norm else []
         mod = nn.Sequential(*core, *fix, *bn, nn.ReLU())
-    for m in mod.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    cifar_init(mod)
     return mod
 
 
 def check_coarse(j: int, coarse: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     """Raise a clear error when coarse network ``j`` does not map ``x``'s shape to ``y``'s."""
     try:
-        with _Training([coarse], False), torch.no_grad():
+        with train_mode([coarse], False), torch.no_grad():
             out = coarse(x)
     except Exception as e:  # the shapes are the likely cause: say so
         raise ValueError(

@@ -12,8 +12,6 @@ parareal chunk is made of; chunk ``j`` is ``blocks[cuts[j-1]:cuts[j]]``. Recogni
 
 from __future__ import annotations
 
-import copy
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -162,141 +160,49 @@ def infer_example_input(model: nn.Module) -> torch.Tensor:
     )
 
 
-class _Training:
-    """Context: put ``modules`` in eval (``mode=False``) or train mode, restore after."""
-
-    def __init__(self, modules: Sequence[nn.Module], mode: bool) -> None:
-        self.modules, self.mode = list(modules), mode
-        self.saved: list[tuple[nn.Module, bool]] = []
-
-    def __enter__(self) -> None:
-        self.saved = [(s, s.training) for m in self.modules for s in m.modules()]
-        for m in self.modules:
-            m.train(self.mode)
-
-    def __exit__(self, *exc: object) -> None:
-        for s, t in self.saved:
-            s.training = t
-
-
-def flops(module: nn.Module, x: torch.Tensor) -> tuple[float, torch.Tensor]:
-    """Estimated forward FLOPs of ``module`` on ``x`` (convs and linears exact, the rest
-    one per output element), and its output. Runs in eval mode, without grad."""
-    total = [0.0]
-
-    def hook(m: nn.Module, inp: tuple, out: object) -> None:
-        if not isinstance(out, torch.Tensor):
-            return
-        if isinstance(m, nn.modules.conv._ConvNd):
-            k = 1
-            for s in m.kernel_size:
-                k *= s
-            total[0] += 2.0 * out.numel() * (m.in_channels // m.groups) * k
-        elif isinstance(m, nn.Linear):
-            total[0] += 2.0 * out.numel() * m.in_features
-        elif not list(m.children()):
-            total[0] += float(out.numel())
-
-    handles = [m.register_forward_hook(hook) for m in module.modules()]
-    try:
-        with _Training([module], False), torch.no_grad():
-            out = module(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return max(total[0], float(out.numel())), out
-
-
-def measure_time(module: nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
-    """Seconds for one forward + backward of ``module`` on ``x`` (best of ``repeats``).
-
-    Runs on a copy in train mode, so the module's BN statistics and grads are untouched.
-    """
-    m = copy.deepcopy(module).train()
-    best = float("inf")
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    for i in range(repeats + 1):
-        xi = x.detach().requires_grad_(x.is_floating_point())
-        sync()
-        t0 = time.perf_counter()
-        out = m(xi)
-        if out.requires_grad:
-            out.backward(torch.ones_like(out))
-        sync()
-        if i > 0:  # the first run is a warm-up
-            best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def block_costs(
-    d: Decomposition, x: torch.Tensor, how: str = "time"
-) -> tuple[list[float], float, float]:
-    """Cost of every block, of P and of Q on the sample batch ``x``.
-
-    ``how``: ``"time"`` (measured forward + backward seconds), ``"flops"`` (estimated
-    forward FLOPs) or ``"blocks"`` (1 per block).
-    """
-    if how not in ("time", "flops", "blocks"):
-        raise ValueError(f"cost must be 'time', 'flops' or 'blocks', got {how!r}")
-
-    def cost(m: nn.Module, inp: torch.Tensor) -> tuple[float, torch.Tensor]:
-        f, out = flops(m, inp)
-        if how == "time":
-            return measure_time(m, inp), out
-        return (1.0 if how == "blocks" else f), out
-
-    c_pre, u = cost(d.pre, x)
-    costs = []
-    for b in d.blocks:
-        c, u = cost(b, u)
-        costs.append(c)
-    c_post, _ = cost(d.post, u)
-    return costs, c_pre, c_post
-
-
-def balanced_cuts(costs: Sequence[float], parts: int) -> list[int]:
-    """Cut points splitting ``costs`` into ``parts`` contiguous groups with the smallest
+def balanced_cuts(costs: Sequence[float], chunks: int) -> list[int]:
+    """Cut points splitting ``costs`` into ``chunks`` contiguous groups with the smallest
     largest group (the parallel step waits for the slowest chunk)."""
     m = len(costs)
-    if parts < 1:
-        raise ValueError(f"parts must be >= 1, got {parts}")
-    if parts > m:
-        raise ValueError(
-            f"cannot split into {parts} parts: the body has only {m} splittable blocks; "
-            f"use parts <= {m}"
-        )
+    if chunks < 1:
+        raise ValueError(f"chunks must be >= 1, got {chunks}")
+    _check_enough_blocks(chunks, m)
     prefix = [0.0]
     for c in costs:
         prefix.append(prefix[-1] + float(c))
     inf = float("inf")
     # best[p][i]: smallest max-group cost of the first i blocks in p groups
-    best = [[inf] * (m + 1) for _ in range(parts + 1)]
-    arg = [[0] * (m + 1) for _ in range(parts + 1)]
+    best = [[inf] * (m + 1) for _ in range(chunks + 1)]
+    arg = [[0] * (m + 1) for _ in range(chunks + 1)]
     best[0][0] = 0.0
-    for p in range(1, parts + 1):
-        for i in range(p, m - (parts - p) + 1):
+    for p in range(1, chunks + 1):
+        for i in range(p, m - (chunks - p) + 1):
             for s in range(p - 1, i):
                 v = max(best[p - 1][s], prefix[i] - prefix[s])
                 if v < best[p][i]:
                     best[p][i], arg[p][i] = v, s
     cuts, i = [], m
-    for p in range(parts, 0, -1):
+    for p in range(chunks, 0, -1):
         i = arg[p][i]
         cuts.append(i)
     return sorted(cuts)[1:]
 
 
-def check_cuts(cut_points: Sequence[int], n_blocks: int, parts: int) -> list[int]:
-    """Validate explicit cut points: ``parts - 1`` increasing indices in ``1..n_blocks-1``."""
-    cuts = [int(c) for c in cut_points]
-    if parts > n_blocks:
+def _check_enough_blocks(chunks: int, n_blocks: int) -> None:
+    if chunks > n_blocks:
         raise ValueError(
-            f"cannot split into {parts} parts: the body has only {n_blocks} splittable "
-            f"blocks; use parts <= {n_blocks}"
+            f"cannot split into {chunks} chunks: the body has only {n_blocks} splittable "
+            f"blocks; use chunks <= {n_blocks}"
         )
-    if len(cuts) != parts - 1:
+
+
+def check_cuts(cut_points: Sequence[int], n_blocks: int, chunks: int) -> list[int]:
+    """Validate explicit cut points: ``chunks - 1`` increasing indices in ``1..n_blocks-1``."""
+    cuts = [int(c) for c in cut_points]
+    _check_enough_blocks(chunks, n_blocks)
+    if len(cuts) != chunks - 1:
         raise ValueError(
-            f"{parts} parts need {parts - 1} cut points (block indices where chunks 2..N "
+            f"{chunks} chunks need {chunks - 1} cut points (block indices where chunks 2..N "
             f"start), got {len(cuts)}: {cuts}"
         )
     prev = 0

@@ -6,9 +6,10 @@ epoch, times every training step (forward + backward + update), checkpoints ever
 and resumes bit-exactly: batches and augmentation are keyed by (seed, epoch), not by
 global RNG state carried across epochs.
 
-Under the ``distributed`` executor every rank calls ``fit`` with the same data; rank j
-only updates fine chunk j, so before a checkpoint the replicas (weights, BN statistics and
-momentum buffers) are made identical and rank 0 writes the file.
+When the chunks run in several processes (the ``distributed`` executor) every rank calls
+``fit`` with the same data; rank j only updates fine chunk j, so before a checkpoint the
+replicas (weights, BN statistics and momentum buffers) are made identical
+(``PararealNetwork.synchronize``) and rank 0 writes the file.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from torchpint.data import epoch_seed
+from torchpint.common.checkpoint import atomic_save
+from torchpint.common.seeds import mix_seed
+from torchpint.parareal.network import PararealNetwork
 
 SCHEDULES = ("cosine", "step")
 
@@ -140,10 +143,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _is_distributed(model: nn.Module) -> bool:
-    return getattr(model, "executor", None) == "distributed"
-
-
 def is_main_process() -> bool:
     """Rank 0 of the world, or the only process."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
@@ -169,45 +168,15 @@ def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
     return loss / max(n, 1), 100.0 * correct / max(n, 1)
 
 
-def sync_replicas(model: nn.Module, opt: torch.optim.Optimizer) -> None:
-    """Under the distributed executor make every rank's copy complete and identical.
-
-    Rank j trains only fine chunk j: its weights and BN statistics come from rank j
-    (``PararealNetwork.synchronize``), and so do its momentum buffers, broadcast here, so a
-    checkpoint written by rank 0 resumes every rank exactly. A no-op otherwise.
-    """
-    if not _is_distributed(model):
-        return
-    model.synchronize()  # type: ignore[operator]
-    group = model._executor.group  # type: ignore[union-attr]
-    for j, chunk in enumerate(model.fine):  # type: ignore[union-attr, arg-type]
-        src = dist.get_global_rank(group, j) if group is not None else j
-        for p in chunk.parameters():
-            if not p.requires_grad:
-                continue
-            state = opt.state[p]
-            buf = state.get("momentum_buffer")
-            has = torch.tensor([0 if buf is None else 1], device=p.device)
-            dist.broadcast(has, src=src, group=group)
-            if not int(has):
-                continue
-            if buf is None:
-                buf = torch.zeros_like(p)
-            dist.broadcast(buf, src=src, group=group)
-            state["momentum_buffer"] = buf
+def _sync_replicas(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    """Identical replicas (momentum buffers included) of a parareal network."""
+    if isinstance(model, PararealNetwork):
+        model.synchronize(opt)
 
 
 def _barrier(model: nn.Module) -> None:
-    if _is_distributed(model):
-        dist.barrier(group=model._executor.group)  # type: ignore[union-attr]
-
-
-def save_checkpoint(path: str, payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically (temporary file, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    if isinstance(model, PararealNetwork):
+        model.executor.barrier()
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -260,16 +229,14 @@ def fit(
             }
             raise ValueError(
                 f"cannot resume {checkpoint}: it was trained with another recipe "
-                f"(checkpoint, now): {diff}"
+                f"(checkpoint, this run): {diff}"
             )
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
             raise ValueError(
                 f"cannot resume {checkpoint}: it holds another network's weights (model, "
-                "parts, cut points or coarse networks differ; the default coarse network "
-                "of VGG-style chunks became 'pool', so pass --coarse conv / coarse='conv' "
-                f"to resume a run started before that): {e}"
+                f"chunks, cut points or coarse networks differ): {e}"
             ) from e
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -283,9 +250,10 @@ def fit(
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + max(stop_after, 0))
     sampler = getattr(train_loader, "sampler", None)
     for epoch in range(start, end):
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)  # type: ignore[union-attr]
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # augmentation, worker seeds
+        set_epoch = getattr(sampler, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+        torch.manual_seed(mix_seed(cfg.seed, epoch))  # augmentation, worker seeds
         model.train()
         lr = opt.param_groups[0]["lr"]
         tot_loss = tot_correct = tot_n = 0.0
@@ -338,10 +306,9 @@ def fit(
                 f"step {1e3 * stats.step_time_s:.1f} ms  ({stats.epoch_time_s:.1f} s)"
             )
         if checkpoint:
-            sync_replicas(model, opt)
+            _sync_replicas(model, opt)
             if main:
-                save_checkpoint(
-                    checkpoint,
+                atomic_save(
                     {
                         "label": label,
                         "epoch": epoch + 1,
@@ -353,8 +320,9 @@ def fit(
                         "step_times": result.step_times,
                         **(extra_state or {}),
                     },
+                    checkpoint,
                 )
             _barrier(model)
     if not checkpoint:
-        sync_replicas(model, opt)
+        _sync_replicas(model, opt)
     return result
