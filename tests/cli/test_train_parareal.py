@@ -126,6 +126,7 @@ def _torchrun(nproc: int, args: list[str], tmp_path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")  # as torchrun's ranks: the same rounding
 def test_torchrun_distributed_resume_matches_single_process(tmp_path):
     """Two ranks, stopped after epoch 1 and resumed, end where one serial process ends."""
     args = [*TINY, "--epochs", "2", "--executor", "distributed"]
