@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from torchpint.common.checkpoint import atomic_save
+from torchpint.core.checkpoint import atomic_save
 from torchpint.core.distributed import make_comm
 from torchpint.core.grid import Grid, Partition
 from torchpint.core.history import DivergenceError, MGRITResult

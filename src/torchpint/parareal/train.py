@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from torchpint.common.checkpoint import atomic_save
 from torchpint.common.seeds import mix_seed
+from torchpint.core.checkpoint import atomic_save
 from torchpint.parareal.network import PararealNetwork
 
 SCHEDULES = ("cosine", "step")

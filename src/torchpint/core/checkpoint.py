@@ -1,4 +1,5 @@
-"""Checkpoint files written atomically: a crash mid-write never leaves a torn file."""
+"""Checkpoint files written atomically (solver states here, training runs in the
+applications): a crash mid-write never leaves a torn file."""
 
 from __future__ import annotations
 
