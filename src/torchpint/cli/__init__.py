@@ -34,7 +34,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; only the subcommand named in ``argv`` gets its options (and imports)."""
-    parser = argparse.ArgumentParser(prog="torchpint", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="torchpint",
+        description="Parallel-in-time deep learning on PyTorch.",
+        epilog="exit codes: 0 success, 1 not converged, 2 bad usage or input, 3 diverged, "
+        "4 a peer rank failed",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
     for name, (module, help_) in COMMANDS.items():
