@@ -175,9 +175,8 @@ def _train(args: argparse.Namespace) -> int:
         cuts = load_checkpoint(ckpt).get("cut_points", cuts)  # the split it was trained with
     example = next(iter(data.train))[0][:8].to(home)
     net = parareal_network(model, chunks, iterations=args.iterations, cut_points=cuts,
-                           balance=args.balance, coarse=args.coarse, example_input=example)
-    net.train()
-    net.set_executor(args.executor, devices=devices)
+                           balance=args.balance, coarse=args.coarse, example_input=example,
+                           executor=args.executor, devices=devices)
     world = torch.distributed.get_world_size() if args.executor == "distributed" else 1
     say(f"train-parareal: {args.model} on {data.name} ({len(data.train.dataset)} train, "
         f"{len(data.test.dataset)} test, {data.in_channels}x{data.image_size}x"
