@@ -10,6 +10,7 @@ subcommand shares one exit-code contract, applied here from the exception's type
 2     bad usage or input (a one-line message, no traceback)
 3     diverged (NaN/inf, a growing residual or state)
 4     a peer rank died, hung or closed its connection
+130   interrupted (Ctrl-C); the checkpoint written so far is kept
 ====  ================================================================
 """
 
@@ -19,8 +20,10 @@ import argparse
 import importlib
 import sys
 from types import ModuleType
+from typing import NoReturn
 
 EXIT_OK, EXIT_NOT_CONVERGED, EXIT_USAGE, EXIT_DIVERGED, EXIT_PEER = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # SIGINT, as shells report it
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,13 +35,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (what was wrong and where to look), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; only the subcommand named in ``argv`` gets its options (and imports)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="torchpint",
         description="Parallel-in-time deep learning on PyTorch.",
         epilog="exit codes: 0 success, 1 not converged, 2 bad usage or input, 3 diverged, "
-        "4 a peer rank failed",
+        "4 a peer rank failed, 130 interrupted",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
@@ -54,7 +64,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``torchpint`` with ``argv`` (default: the process's) and return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
+    try:
+        args = build_parser(argv).parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a usage error argparse printed (2)
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
     mod: ModuleType = args._module
     return _run(args.command, mod, args)
 
@@ -65,6 +78,11 @@ def _run(command: str, mod: ModuleType, args: argparse.Namespace) -> int:
 
     try:
         return int(mod.run(args) or 0)
+    except KeyboardInterrupt:
+        saved = getattr(args, "checkpoint", None) or getattr(args, "checkpoint_dir", None)
+        where = (f"checkpoint at {saved}, resume with --resume" if saved else
+                 "nothing saved (--checkpoint / --checkpoint-dir keep progress)")
+        return fail(command, "interrupted", where, EXIT_INTERRUPTED, args)
     except DivergenceError as err:
         return fail(command, "diverged", err, EXIT_DIVERGED, args)
     except RankTimeoutError as err:

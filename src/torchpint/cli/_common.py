@@ -28,12 +28,12 @@ def say(*args: Any, **kwargs: Any) -> None:
         print(*args, **kwargs, flush=True)
 
 
-def fail(command: str, what: str, err: BaseException, code: int,
+def fail(command: str, what: str, err: BaseException | str, code: int,
          args: argparse.Namespace | None = None) -> int:
     """Print ``torchpint COMMAND: WHAT: message`` (rank 0) and return ``code``; a diverged
-    run with ``--json`` also records the error there. ``TORCHPINT_TRACEBACK=1`` re-raises,
-    for debugging."""
-    if os.environ.get("TORCHPINT_TRACEBACK"):
+    run with ``--json`` also records the error there. ``TORCHPINT_TRACEBACK=1`` re-raises
+    an exception, for debugging."""
+    if os.environ.get("TORCHPINT_TRACEBACK") and isinstance(err, BaseException):
         raise err
     if is_main():
         print(f"torchpint {command}: {what}: {err}", file=sys.stderr, flush=True)
@@ -78,9 +78,62 @@ def save_outputs(args: argparse.Namespace, data: Any, plot: Callable[[str], None
         say(f"wrote {args.plot}")
 
 
+def bounded(kind: type = float, low: float | None = None, high: float | None = None, *,
+            low_open: bool = False, high_open: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses ``kind`` (int or a finite float) within bounds, so a
+    value that would be replaced, ignored or poison a run is refused at parse time."""
+    lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+    hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+    want = " and ".join(x for x in (lo, hi) if x)
+    noun = "a whole number" if kind is int else "a finite number"
+    need = f"{noun} {want}".strip()
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {need}, got {text!r}") from None
+        bad = kind is float and not math.isfinite(value)
+        if low is not None:
+            bad = bad or value < low or (low_open and value == low)
+        if high is not None:
+            bad = bad or value > high or (high_open and value == high)
+        if bad:
+            raise argparse.ArgumentTypeError(f"must be {need}, got {text!r}")
+        return value
+
+    return parse
+
+
+POSITIVE = bounded(float, 0, low_open=True)
+COUNT = bounded(int, 1)  # a count of steps, iterations, epochs, threads...
+
+
+def check_writable(path: str | os.PathLike | None, folder: bool = False) -> None:
+    """Fail now, not after the work, when ``path`` (a file, or a ``folder``) cannot be
+    written: its folder cannot be created, a file or folder is in the way, or the file
+    system refuses a new file there. Creates the folders, as writing would."""
+    if path is None:
+        return
+    import tempfile
+
+    p = Path(path)
+    where = p if folder else p.parent
+    try:
+        if not folder and p.is_dir():
+            raise ValueError(f"cannot write {p}: it is a folder; give a file name")
+        if where.exists() and not where.is_dir():
+            raise ValueError(f"cannot write {p}: {where} is a file, not a folder")
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".torchpint-probe-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write {p}: {err.strerror or err}") from err
+
+
 def add_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--timeout", type=float, default=300.0,
+        "--timeout", type=POSITIVE, default=300.0,
         help="seconds a rank waits for its peers before it fails with an error (a peer "
         "died or hung; default 300)",
     )

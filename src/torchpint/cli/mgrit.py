@@ -7,7 +7,15 @@ import time
 from typing import Any
 
 from torchpint.cli import _plots as plots
-from torchpint.cli._common import add_timeout, save_outputs, say
+from torchpint.cli._common import (
+    COUNT,
+    POSITIVE,
+    add_timeout,
+    bounded,
+    check_writable,
+    save_outputs,
+    say,
+)
 from torchpint.core.mgrit import CYCLES, RELAXATIONS
 from torchpint.problems import PROBLEMS
 
@@ -15,25 +23,29 @@ from torchpint.problems import PROBLEMS
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``torchpint mgrit``."""
     a = p.add_argument
-    a("--problem", choices=sorted(PROBLEMS), default="heat1d", help="(default heat1d)")
-    a("--t-stop", type=float, default=None, help="end time (default: the problem's)")
-    a("--nt", type=int, default=1025,
+    a("--problem", choices=sorted(PROBLEMS), default="heat1d",
+      help="model problem (default heat1d)")
+    a("--t-stop", type=POSITIVE, default=None, help="end time (default: the problem's)")
+    a("--nt", type=bounded(int, 2), default=1025,
       help="number of time points, t_0 and t_N included (default 1025)")
-    a("--nx", type=int, default=65, help="space points, heat1d / allen-cahn (default 65)")
-    a("--lam", type=float, default=-1.0, help="lambda, dahlquist (default -1)")
-    a("--method", choices=["BE", "FE", "CN"], default="BE", help="dahlquist (default BE)")
-    a("--levels", type=int, default=None, help="levels (default: coarsen fully)")
-    a("--cfactor", type=int, default=2, help="coarsening factor (default 2)")
-    a("--min-coarse", type=int, default=2, help="smallest level size in points (default 2)")
-    a("--cycle", choices=CYCLES, default="V", help="(default V)")
+    a("--nx", type=bounded(int, 3), default=65,
+      help="space points, heat1d / allen-cahn (default 65)")
+    a("--lam", type=bounded(float), default=-1.0, help="lambda, dahlquist (default -1)")
+    a("--method", choices=["BE", "FE", "CN"], default="BE",
+      help="time integrator, dahlquist (default BE)")
+    a("--levels", type=COUNT, default=None, help="levels (default: coarsen fully)")
+    a("--cfactor", type=bounded(int, 2), default=2, help="coarsening factor (default 2)")
+    a("--min-coarse", type=bounded(int, 2), default=2,
+      help="smallest level size in points (default 2)")
+    a("--cycle", choices=CYCLES, default="V", help="MGRIT cycle (default V)")
     a("--relax", choices=RELAXATIONS, default="FCF", help="relaxation (default FCF)")
-    a("--cf-iter", type=int, default=1, help="CF sweeps per FCF relaxation (default 1)")
+    a("--cf-iter", type=COUNT, default=1, help="CF sweeps per FCF relaxation (default 1)")
     a("--nested", action=argparse.BooleanOptionalAction, default=False,
       help="initial guess by nested iteration")
-    a("--parareal", type=int, default=None, metavar="CHUNKS",
+    a("--parareal", type=bounded(int, 2), default=None, metavar="CHUNKS",
       help="run parareal with this many time chunks (two levels, F-relaxation)")
-    a("--tol", type=float, default=1e-10, help="residual tolerance (default 1e-10)")
-    a("--max-iter", type=int, default=100, help="iteration budget (default 100)")
+    a("--tol", type=POSITIVE, default=1e-10, help="residual tolerance (default 1e-10)")
+    a("--max-iter", type=COUNT, default=100, help="iteration budget (default 100)")
     add_timeout(p)
     a("--check", action="store_true", help="also time-step serially and report the difference")
     a("--json", metavar="PATH", help="write the history as JSON")
@@ -55,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     """Solve as the options say; 0 converged, 1 not converged."""
     from torchpint.core import MGRIT, Parareal, init_distributed, serial_solve
 
+    check_writable(args.json)
+    check_writable(args.plot)
     distributed = init_distributed(timeout=args.timeout)
     problem = _problem(args)
 

@@ -11,7 +11,16 @@ import sys
 from dataclasses import fields
 
 from torchpint.cli import _plots as plots
-from torchpint.cli._common import add_timeout, is_main, save_outputs, say
+from torchpint.cli._common import (
+    COUNT,
+    POSITIVE,
+    add_timeout,
+    bounded,
+    check_writable,
+    is_main,
+    save_outputs,
+    say,
+)
 from torchpint.core.mgrit import RELAXATIONS
 from torchpint.training.config import SOLVERS, TrainingConfig
 from torchpint.training.problem import DIVERGENCE_HINT
@@ -31,33 +40,37 @@ _NOT_CONVERGED = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``torchpint train-mgrit``; their names are :class:`TrainingConfig`'s."""
     a = parser.add_argument
-    a("--problem", choices=sorted(TASKS), default="xor", help="(default xor)")
-    a("--steps", type=int, default=1600, help="N, the number of optimizer steps (default 1600)")
+    a("--problem", choices=sorted(TASKS), default="xor",
+      help="training task (default xor)")
+    a("--steps", type=COUNT, default=1600, help="N, the number of optimizer steps (default 1600)")
     a("--solver", choices=SOLVERS, default="F", help="MGRIT variant (default F)")
-    a("--lr", type=float, default=None, help="fine learning rate (default: the problem's)")
+    a("--lr", type=POSITIVE, default=None, help="fine learning rate (default: the problem's)")
     a("--lr-rule", choices=LR_RULES, default="geometric", help="coarse rates (default geometric)")
-    a("--lr-growth", type=float, default=2.0, help="geometric growth per level (default 2)")
-    a("--lr-max", type=float, default=None, help="cap on coarse rates (default: problem's)")
+    a("--lr-growth", type=bounded(float, 1), default=2.0,
+      help="geometric growth per level (default 2)")
+    a("--lr-max", type=POSITIVE, default=None, help="cap on coarse rates (default: problem's)")
     a("--data", dest="data_rule", choices=DATA_RULES, default=None,
       help="full batch (Solver 1), serialized i mod K (Solver 2) or minibatch "
       "(default: the problem's)")
-    a("--batch-size", type=int, default=None, help="minibatch size (default: the problem's)")
-    a("--momentum", type=float, default=0.0, help="(default 0)")
-    a("--seed", type=int, default=0, help="initial weights and data keys (default 0)")
-    a("--cfactor", type=int, default=2, help="coarsening factor (default 2)")
+    a("--batch-size", type=COUNT, default=None, help="minibatch size (default: the problem's)")
+    a("--momentum", type=bounded(float, 0, 1, high_open=True), default=0.0,
+      help="SGD momentum (default 0)")
+    a("--seed", type=bounded(int, 0), default=0, help="initial weights and data keys (default 0)")
+    a("--cfactor", type=bounded(int, 2), default=2, help="coarsening factor (default 2)")
     a("--relax", choices=RELAXATIONS, default="FCF", help="relaxation (default FCF)")
-    a("--max-coarse", type=int, default=10,
+    a("--max-coarse", type=COUNT, default=10,
       help="coarsen down to <= this many points (default 10)")
-    a("--tol", type=float, default=None, help="absolute residual tolerance (1e-9 sqrt(N))")
-    a("--max-iter", type=int, default=50, help="iteration budget (default 50)")
+    a("--tol", type=POSITIVE, default=None, help="absolute residual tolerance (1e-9 sqrt(N))")
+    a("--max-iter", type=COUNT, default=50, help="iteration budget (default 50)")
     a("--no-verify", action="store_true", help="skip serial training and the comparison")
     a("--json", metavar="PATH", help="write the results as JSON")
     a("--plot", metavar="PATH", help="plot residuals and serial vs MGRIT loss curves")
     a("--checkpoint", metavar="PATH", help="save the MGRIT state here (one file per rank)")
-    a("--checkpoint-every", type=int, default=1, help="iterations between checkpoints")
+    a("--checkpoint-every", type=COUNT, default=1,
+      help="iterations between checkpoints (default 1)")
     a("--resume", action="store_true", help="continue from --checkpoint if it exists")
     a("--no-progress", action="store_true", help="no progress bar")
-    a("--threads", type=int, default=1,
+    a("--threads", type=COUNT, default=1,
       help="torch and BLAS threads per process (default 1: the steps are tiny, more "
       "threads only contend; the parallelism is over time slabs)")
     add_timeout(parser)
@@ -81,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
     from torchpint.training.api import train_mgrit
     from torchpint.training.tasks import make_task
 
+    if args.resume and not args.checkpoint:
+        raise ValueError("--resume needs --checkpoint PATH (the run to continue)")
+    for path in (args.json, args.plot, args.checkpoint):
+        check_writable(path)
     if args.threads:
         from threadpoolctl import threadpool_limits
 

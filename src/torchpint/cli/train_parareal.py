@@ -19,7 +19,11 @@ import torch
 
 from torchpint.cli import _plots as plots
 from torchpint.cli._common import (
+    COUNT,
+    POSITIVE,
     add_timeout,
+    bounded,
+    check_writable,
     is_main,
     local_rank,
     parse_devices,
@@ -39,11 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m = parser.add_argument_group("model and split")
     a = m.add_argument
     a("--model", default="vgg-small", choices=MODEL_NAMES, help="network (default vgg-small)")
-    a("--depth", type=int, default=None, help="ResNet depth 9n+2 (default: the preset's)")
-    a("--width", type=int, default=None, help="channels of the first stage (preset's)")
-    a("--chunks", type=int, default=None,
+    a("--depth", type=bounded(int, 11), default=None,
+      help="ResNet depth 9n+2 (default: the preset's)")
+    a("--width", type=COUNT, default=None, help="channels of the first stage (preset's)")
+    a("--chunks", type=COUNT, default=None,
       help="fine chunks N (default 2; the world size under --executor distributed)")
-    a("--iterations", type=int, default=1, help="parareal iterations k (default 1)")
+    a("--iterations", type=COUNT, default=1, help="parareal iterations k (default 1)")
     a("--cut-points", default=None, help="comma-separated block indices where chunks 2..N start")
     a("--coarse", default="auto", choices=COARSE_KINDS,
       help="kind of the default coarse networks (default auto; see "
@@ -61,24 +66,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--dataset", default="digits", choices=DATASET_NAMES,
                    help="digits and shapes are embedded; the others are read from --data-root")
     d.add_argument("--data-root", default=None, help="folder holding a torchvision data set")
-    d.add_argument("--image-size", type=int, default=None,
+    d.add_argument("--image-size", type=COUNT, default=None,
                    help="input size (default: digits 16, shapes 32, else the data set's own)")
-    d.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    d.add_argument("--workers", type=bounded(int, 0), default=0,
+                   help="DataLoader worker processes (default 0)")
     t = parser.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=4, help="(default 4)")
-    t.add_argument("--batch-size", type=int, default=32, help="(default 32)")
-    t.add_argument("--lr", type=float, default=0.05, help="base learning rate (default 0.05)")
-    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    t.add_argument("--weight-decay", type=float, default=5e-4, help="(default 5e-4)")
+    t.add_argument("--epochs", type=COUNT, default=4, help="training epochs (default 4)")
+    t.add_argument("--batch-size", type=COUNT, default=32,
+                   help="examples per step (default 32)")
+    t.add_argument("--lr", type=POSITIVE, default=0.05, help="base learning rate (default 0.05)")
+    t.add_argument("--momentum", type=bounded(float, 0, 1, high_open=True),
+                   default=0.9, help="SGD momentum (default 0.9)")
+    t.add_argument("--weight-decay", type=bounded(float, 0), default=5e-4,
+                   help="SGD weight decay (default 5e-4)")
     t.add_argument("--schedule", default="cosine", choices=SCHEDULES,
                    help="per-step cosine decay, or x0.1 at 50%% and 75%% of training")
-    t.add_argument("--seed", type=int, default=0, help="fixes data split, init and batches")
+    t.add_argument("--seed", type=bounded(int, 0), default=0,
+                   help="fixes data split, init and batches (default 0)")
     t.add_argument("--baseline", action="store_true",
                    help="also train the original network with the same recipe and compare")
     o = parser.add_argument_group("output")
     o.add_argument("--checkpoint-dir", default=None, help="write a checkpoint every epoch here")
     o.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
-    o.add_argument("--stop-after", type=int, default=None,
+    o.add_argument("--stop-after", type=bounded(int, 0), default=None,
                    help="stop after this many epochs in this run (continue with --resume)")
     o.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
     o.add_argument("--plot", default=None, metavar="PATH", help="loss and accuracy curves")
@@ -159,6 +169,9 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.resume and not args.checkpoint_dir:
         raise ValueError("--resume needs --checkpoint-dir")
+    check_writable(args.json)
+    check_writable(args.plot)
+    check_writable(args.checkpoint_dir, folder=True)
     chunks, devices, home = _placement(args)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed)
