@@ -120,6 +120,31 @@ def test_missing_data_root_says_what_is_expected(tmp_path, name):
     assert expected in str(err.value) and str(tmp_path) in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["cifar10", "svhn"])
+def test_data_root_that_is_a_file_says_so(tmp_path, name):
+    """A file given as --data-root is named as a file, not reported as missing."""
+    path = tmp_path / "cifar.tar.gz"
+    path.write_bytes(b"not a folder")
+    with pytest.raises(FileNotFoundError, match="it is a file, not a folder") as err:
+        vision_datasets(name, path)
+    assert str(path) in str(err.value) and "does not exist" not in str(err.value)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        vision_datasets(name, tmp_path / "nowhere")
+
+
+def test_bad_values_are_refused_not_replaced():
+    """A value that would be silently replaced, or make non-finite data, is refused."""
+    with pytest.raises(ValueError, match="test_batch_size must be >= 1"):
+        make_loaders("digits", batch_size=8, test_batch_size=0)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
+        make_loaders("digits", seed=-1)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
+        shapes_datasets(8, 3, num_train=20, num_test=5, seed=-1)
+    for noise in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
+            shapes_datasets(8, 3, num_train=20, num_test=5, noise=noise)
+
+
 def _fake_cifar_root(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()

@@ -188,3 +188,188 @@ def test_torchpint_layout_detected(small_vgg):
     assert d.pre is small_vgg.pre and d.post is small_vgg.post and len(d.blocks) == 12
     seq = nn.Sequential(OrderedDict(pre=nn.Identity(), body=nn.Linear(2, 2), post=nn.Identity()))
     assert len(decompose(seq).blocks) == 1
+
+
+class _Basic(nn.Module):
+    """A residual block (conv-BN-ReLU-conv-BN plus a 1x1 shortcut when the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride > 1 or cin != cout:
+            self.down = nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(out + (x if self.down is None else self.down(x)))
+
+
+class _TVResNet4(nn.Module):
+    """Stand-in for torchvision's ResNet: the same attribute names and the same forward."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = nn.Sequential(_Basic(4, 4, 1), _Basic(4, 4, 1))
+        self.layer2 = nn.Sequential(_Basic(4, 8, 2), _Basic(8, 8, 1))
+        self.layer3 = nn.Sequential(_Basic(8, 8, 2))
+        self.layer4 = nn.Sequential(_Basic(8, 16, 2))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.fc(x)
+
+
+class _PlainSubclass(nn.Sequential):
+    """A Sequential subclass that keeps Sequential's forward: still a chain of its children."""
+
+
+class _Skip(nn.Sequential):
+    """A Sequential subclass whose forward adds a skip around all its children."""
+
+    def forward(self, x):
+        return x + super().forward(x)
+
+
+def _layout(name: str) -> tuple[nn.Module, torch.Tensor]:
+    """A model of every layout ``parareal_network`` accepts, and a float64 batch for it."""
+    torch.manual_seed(0)
+    image = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    if name == "torchpint-vgg":
+        from torchpint.models import vgg16
+
+        return vgg16(num_classes=4, width=2), image
+    if name == "torchpint-resnet":
+        from torchpint.models import preact_resnet
+
+        return preact_resnet(depth=20, num_classes=4, width=2), image
+    if name == "torchvision-resnet":
+        return _TVResNet4(), image
+    if name == "torchvision-vgg":
+        return _TVVGG(), image
+    if name == "conv-sequential":
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+            nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
+        ), image  # fmt: skip
+    if name == "mlp-sequential":
+        mlp = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3))
+        return mlp, torch.randn(5, 6, dtype=torch.float64)
+    if name == "sequential-subclass":
+        return _PlainSubclass(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)), torch.randn(
+            5, 6, dtype=torch.float64
+        )
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("chunks", [2, 3])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "torchpint-vgg",
+        "torchpint-resnet",
+        "torchvision-resnet",
+        "torchvision-vgg",
+        "conv-sequential",
+        "mlp-sequential",
+        "sequential-subclass",
+    ],
+)
+def test_every_accepted_layout_is_exact_with_n_iterations(name, chunks):
+    """With k = N iterations the parareal network computes the original model's output."""
+    model, x = _layout(name)
+    model = model.double()
+    net = parareal_network(model, chunks, iterations=chunks, balance="blocks", example_input=x)
+    net = net.double()
+    for training in (False, True):
+        model.train(training)
+        net.train(training)
+        with torch.no_grad():
+            ref = model(x)
+            torch.testing.assert_close(net(x), ref, atol=1e-10, rtol=0)
+
+
+def _tv_resnet_with_skip_layer() -> nn.Module:
+    model = _TVResNet4()
+    model.layer2 = _Skip(_Basic(4, 4, 1), _Basic(4, 4, 1))
+    return model
+
+
+def _tv_vgg_with_skip_features() -> nn.Module:
+    model = _TVVGG()
+    model.features = _Skip(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 3, 3, padding=1),
+    )  # fmt: skip
+    model.classifier = nn.Linear(12, 3)
+    return model
+
+
+@pytest.mark.parametrize(
+    "build, where",
+    [
+        (lambda: _Skip(nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 6), nn.Tanh()), "_Skip"),
+        (
+            lambda: _Skip(
+                OrderedDict(
+                    pre=nn.Linear(6, 6),
+                    body=nn.Sequential(nn.Tanh(), nn.Linear(6, 6), nn.Tanh()),
+                    post=nn.Linear(6, 6),
+                )
+            ),
+            "_Skip",
+        ),
+        (
+            lambda: nn.Sequential(
+                OrderedDict(
+                    pre=nn.Linear(6, 6),
+                    body=_Skip(nn.Tanh(), nn.Linear(6, 6), nn.Tanh()),
+                    post=nn.Linear(6, 6),
+                )
+            ),
+            "body",
+        ),
+        (_tv_resnet_with_skip_layer, "layer2"),
+        (_tv_vgg_with_skip_features, "features"),
+    ],
+)
+def test_sequential_subclass_with_its_own_forward_is_refused(build, where):
+    """Splitting a Sequential subclass that overrides forward (here: a skip around its
+    children) into its children would silently change the output: refused, with the fix."""
+    torch.manual_seed(0)
+    model = build().double()
+    x = torch.randn(3, 3, 16, 16) if where in ("layer2", "features") else torch.randn(4, 6)
+    x = x.double()
+    with pytest.raises(ValueError, match=rf"{where}.*overrides forward.*nn\.Sequential of"):
+        parareal_network(model, 2, iterations=2, balance="blocks", example_input=x)
+    with pytest.raises(ValueError, match="overrides forward"):
+        decompose(model)
+
+
+def test_sequential_with_a_forward_hook_is_refused():
+    """A forward hook on the container would be dropped by cutting it into its children."""
+    mlp = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    mlp.register_forward_hook(lambda mod, inp, out: 2 * out)
+    with pytest.raises(ValueError, match="has forward hooks"):
+        decompose(mlp)

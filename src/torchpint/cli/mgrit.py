@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--method", choices=["BE", "FE", "CN"], default="BE",
       help="time integrator, dahlquist (default BE)")
     a("--levels", type=COUNT, default=None, help="levels (default: coarsen fully)")
-    a("--cfactor", type=bounded(int, 2), default=2, help="coarsening factor (default 2)")
+    a("--cfactor", type=int, default=2, help="coarsening factor (default 2)")
     a("--min-coarse", type=bounded(int, 2), default=2,
       help="smallest level size in points (default 2)")
     a("--cycle", choices=CYCLES, default="V", help="MGRIT cycle (default V)")

@@ -124,6 +124,10 @@ def make_loaders(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if test_batch_size is not None and test_batch_size < 1:
+        raise ValueError(
+            f"test_batch_size must be >= 1 (or None for the default), got {test_batch_size}"
+        )
     train, test, classes, ch, size = load_datasets(
         name,
         data_root=data_root,

@@ -8,6 +8,7 @@ seed gives bit-identical tensors on every machine and every rank.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -33,6 +34,12 @@ def _check_geometry(image_size: int, channels: int) -> None:
         raise ValueError(f"image_size must be an int >= 4, got {image_size!r}")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+
+
+def _check_seed(seed: int) -> None:
+    """The generators (scikit-learn's split, NumPy's streams) take seeds >= 0 only."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
 
 
 def _normalize(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,6 +70,7 @@ def digits_datasets(
     from sklearn.datasets import load_digits
 
     _check_geometry(image_size, channels)
+    _check_seed(seed)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     bunch = load_digits()
@@ -172,8 +180,9 @@ def shapes_datasets(
     _check_geometry(image_size, channels)
     if num_train < len(SHAPE_CLASSES) or num_test < 1:
         raise ValueError(f"need num_train >= {len(SHAPE_CLASSES)} and num_test >= 1")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
+    if not (math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise}")
+    _check_seed(seed)
     out = []
     for stream, n in ((0, num_train), (1, num_test)):
         rng = np.random.default_rng([seed, stream, 20240611])

@@ -104,7 +104,8 @@ def resolve_root(name: str, data_root: str | os.PathLike | None) -> str:
     """The root torchvision expects for ``name``, after checking the files are there.
 
     Accepts the root itself or the data set's own folder (e.g. ``.../cifar-10-batches-py``).
-    Raises ``FileNotFoundError`` naming the expected files when they are missing.
+    Raises ``FileNotFoundError`` naming the expected files when they are missing, and
+    saying so when ``data_root`` is a file rather than a folder.
     """
     spec = VISION_SPECS[name]
     if data_root is None:
@@ -122,7 +123,12 @@ def resolve_root(name: str, data_root: str | os.PathLike | None) -> str:
             return cand
     folder = os.path.join(root, spec.folder)
     missing = [f for f in spec.files if not os.path.isfile(os.path.join(folder, f))]
-    what = "does not exist" if not os.path.isdir(root) else f"lacks {', '.join(missing)}"
+    if os.path.isdir(root):
+        what = f"lacks {', '.join(missing)}"
+    elif os.path.exists(root):
+        what = "it is a file, not a folder"
+    else:
+        what = "does not exist"
     raise FileNotFoundError(
         f"--data-root {root} does not hold the {name} data set ({what}); expected "
         f"{_expected(spec, root)}. torchpint never downloads: fetch it yourself, e.g. "

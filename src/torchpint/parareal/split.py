@@ -8,6 +8,11 @@ parareal chunk is made of; chunk ``j`` is ``blocks[cuts[j-1]:cuts[j]]``. Recogni
 - torchvision-style VGGs: ``features`` (a new block at every conv), ``avgpool``, ``classifier``;
 - any other ``nn.Sequential``: its children are the blocks; Q starts at the first global
   pooling / flatten / linear / dropout child after the last convolution (none for MLPs).
+
+A container is cut into its children only when its forward is ``nn.Sequential.forward``
+(the children applied one after another) and no forward hook changes that: a subclass that
+overrides ``forward`` (e.g. a skip around its children) is refused, as cutting it would
+change the network's output.
 """
 
 from __future__ import annotations
@@ -35,6 +40,43 @@ class Decomposition:
     post: nn.Module
 
 
+def _is_plain_sequential(m: nn.Module) -> bool:
+    """Whether ``m`` computes the composition of its children in order: an
+    ``nn.Sequential`` whose forward is ``nn.Sequential.forward``, without forward hooks."""
+    return (
+        isinstance(m, nn.Sequential)
+        and type(m).forward is nn.Sequential.forward
+        and not m._forward_hooks
+        and not m._forward_pre_hooks
+    )
+
+
+def _check_chain(m: nn.Module, where: str) -> None:
+    """Refuse cutting ``m`` (named ``where``) into its children unless it is a plain chain."""
+    if not isinstance(m, nn.Sequential) or _is_plain_sequential(m):
+        return
+    if type(m).forward is not nn.Sequential.forward:
+        why = (
+            f"{type(m).__name__} overrides forward, so its output need not be its children "
+            "applied one after another (e.g. a skip connection around them)"
+        )
+    else:
+        why = f"{type(m).__name__} has forward hooks, which cutting it into its children would drop"
+    raise ValueError(
+        f"torchpint cannot split {where}: {why}; cutting it into its children would change "
+        "the network's output. Give torchpint a plain nn.Sequential of blocks (no forward "
+        "of its own) whose composition is the model, e.g. nn.Sequential(OrderedDict(pre=P, "
+        "body=nn.Sequential(*blocks), post=Q)); choose P and Q with pre=/post= (modules, or "
+        "numbers of leading/trailing blocks)."
+    )
+
+
+def _children_of(m: nn.Module, where: str) -> list[nn.Module]:
+    """The children of a plain ``nn.Sequential`` as blocks; any other module is one block."""
+    _check_chain(m, where)
+    return list(m) if isinstance(m, nn.Sequential) else [m]
+
+
 def _has_conv(m: nn.Module) -> bool:
     return any(isinstance(s, nn.modules.conv._ConvNd) for s in m.modules())
 
@@ -51,17 +93,17 @@ def _seq(mods: Sequence[nn.Module]) -> nn.Module:
 
 def _auto_decompose(model: nn.Module) -> Decomposition:
     names = dict(model.named_children())
+    what = f"a {type(model).__name__}"
     if isinstance(model, nn.Sequential) and set(names) == {"pre", "body", "post"}:
-        body = names["body"]
-        blocks = list(body) if isinstance(body, nn.Sequential) else [body]
+        _check_chain(model, what)
+        blocks = _children_of(names["body"], f"its body ({type(names['body']).__name__})")
         return Decomposition(names["pre"], blocks, names["post"])
     layers = [f"layer{i}" for i in range(1, 5) if f"layer{i}" in names]
     if {"conv1", "fc"} <= set(names) and layers:
         stem = [names[n] for n in ("conv1", "bn1", "relu", "maxpool") if n in names]
         blocks: list[nn.Module] = []
         for n in layers:
-            layer = names[n]
-            blocks.extend(list(layer) if isinstance(layer, nn.Sequential) else [layer])
+            blocks.extend(_children_of(names[n], f"its {n} ({type(names[n]).__name__})"))
         head = [names["avgpool"]] if "avgpool" in names else [nn.AdaptiveAvgPool2d(1)]
         return Decomposition(_seq(stem), blocks, nn.Sequential(*head, nn.Flatten(), names["fc"]))
     if (
@@ -69,8 +111,10 @@ def _auto_decompose(model: nn.Module) -> Decomposition:
         and "classifier" in names
         and isinstance(names["features"], nn.Sequential)
     ):
+        features = names["features"]
+        _check_chain(features, f"its features ({type(features).__name__})")
         units: list[list[nn.Module]] = []
-        for m in names["features"]:
+        for m in features:
             if isinstance(m, nn.modules.conv._ConvNd) or not units:
                 units.append([])
             units[-1].append(m)
@@ -78,6 +122,7 @@ def _auto_decompose(model: nn.Module) -> Decomposition:
         post = nn.Sequential(*head, nn.Flatten(), names["classifier"])
         return Decomposition(_seq(units[0]), [_seq(u) for u in units[1:]], post)
     if isinstance(model, nn.Sequential):
+        _check_chain(model, what)
         children = list(model)
         last_conv = max((i for i, m in enumerate(children) if _has_conv(m)), default=None)
         if last_conv is None:

@@ -15,7 +15,10 @@ replicas (weights, BN statistics and momentum buffers) are made identical
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import pickle
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -29,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from torchpint.common.seeds import mix_seed
+from torchpint.core import DivergenceError
 from torchpint.core.checkpoint import atomic_save
 from torchpint.parareal.network import PararealNetwork
 
@@ -49,14 +53,35 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral):
+            raise ValueError(f"epochs must be an integer, got {self.epochs!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError("lr must be > 0, momentum and weight_decay >= 0")
+        for name in ("lr", "momentum", "weight_decay", "gamma"):
+            value = getattr(self, name)
+            if not _is_finite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.gamma <= 0:
+            raise ValueError(f"gamma must be > 0, got {self.gamma!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if any(not 0 < m < 1 for m in self.milestones):
+        if any(not (_is_finite(m) and 0 < m < 1) for m in self.milestones):
             raise ValueError(f"milestones are fractions of training in (0, 1): {self.milestones}")
+
+
+def _is_finite(value: object) -> bool:
+    """A real number (not a bool) that is neither NaN nor infinite."""
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
 
 
 @dataclass
@@ -179,9 +204,85 @@ def _barrier(model: nn.Module) -> None:
         model.executor.barrier()
 
 
-def load_checkpoint(path: str) -> dict[str, Any]:
-    """Read a checkpoint written by ``fit`` (onto the CPU; ``load_state_dict`` places it)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+CHECKPOINT_KEYS = ("epoch", "config", "model", "optimizer", "scheduler", "history", "step_times")
+_UNREADABLE = "delete it, or drop --resume to start from scratch"
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by ``fit`` (onto the CPU; ``load_state_dict`` places it).
+
+    Loaded with ``weights_only=True``: tensors and plain data only, so a file cannot run
+    code. A missing file raises ``FileNotFoundError``; an empty, truncated or corrupt file,
+    or one that is not a training checkpoint, raises ``ValueError`` naming it.
+    """
+    name = os.fspath(path)
+    if os.path.isdir(name):
+        raise ValueError(f"checkpoint {name} is a folder, not a file; {_UNREADABLE}")
+    if os.path.isfile(name) and os.path.getsize(name) == 0:
+        raise ValueError(f"checkpoint {name} is empty; {_UNREADABLE}")
+    try:
+        state = torch.load(name, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except PermissionError as err:
+        raise ValueError(f"cannot read checkpoint {name}: {err}") from err
+    except pickle.UnpicklingError as err:  # weights_only refused an object, or a torn pickle
+        found = re.search(r"Unsupported global: GLOBAL \S+", str(err))
+        detail = f" ({found.group(0).strip()})" if found else ""
+        raise ValueError(
+            f"cannot load checkpoint {name}: it is corrupt or holds objects other than tensors "
+            f"and plain data{detail}, which torchpint does not load (a checkpoint must not run "
+            f"code); {_UNREADABLE}"
+        ) from err
+    except Exception as err:  # torch.load fails in many ways on a damaged file
+        text = str(err).strip()
+        first = text.splitlines()[0].split(". ")[0] if text else ""
+        raise ValueError(
+            f"cannot load checkpoint {name}: it is truncated or corrupt "
+            f"({type(err).__name__}{': ' + first if first else ''}); {_UNREADABLE}"
+        ) from err
+    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else None
+    if missing is None or missing:
+        what = f"no {', '.join(missing)}" if missing else f"a {type(state).__name__}"
+        raise ValueError(f"{name} is not a torchpint training checkpoint ({what}); {_UNREADABLE}")
+    return state
+
+
+def _state_is_finite(model: nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer of ``model`` is finite."""
+    return all(
+        bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()
+    )
+
+
+def _has_non_finite_input(loader: DataLoader) -> bool:
+    """Whether any input batch of ``loader`` holds NaN or inf (to name the cause of a
+    non-finite loss)."""
+    return any(torch.is_tensor(x) and not bool(torch.isfinite(x).all()) for x, _ in loader)
+
+
+def _divergence(
+    cfg: TrainConfig,
+    label: str,
+    where: str,
+    checkpoint: str | None,
+    saved: int | None,
+    cause: str | None = None,
+) -> DivergenceError:
+    """The error of a run that turned non-finite: where, the likely cause (by default a
+    learning rate too large), and which checkpoint is kept."""
+    if cause is None:
+        cause = (
+            f"the learning rate lr={cfg.lr:g} is likely too large for this model (lower it), "
+            "or the model's weights or the data hold non-finite values"
+        )
+    if checkpoint and saved:
+        kept = f"The last good checkpoint, {checkpoint} after epoch {saved}, is kept."
+    elif checkpoint:
+        kept = f"No good epoch completed, so nothing was written to {checkpoint}."
+    else:
+        kept = ""
+    return DivergenceError(f"[{label}] training diverged: {where}; {cause}. {kept}".rstrip())
 
 
 def fit(
@@ -206,10 +307,19 @@ def fit(
         stop_after: stop after this many epochs in this call (e.g. to fit a job's time
             limit), still checkpointing; ``resume`` continues where it stopped.
         progress: a tqdm bar over the batches of each epoch (main process only).
-        extra_state: stored in the checkpoint as is (e.g. the cut points).
+        extra_state: stored in the checkpoint as is (e.g. the cut points); tensors and
+            plain data only (checkpoints load with ``weights_only=True``).
+
+    Raises ``DivergenceError`` when the loss, the test loss or the weights turn non-finite,
+    naming the epoch and step and the likely cause; no checkpoint is written for that
+    epoch, so the one of the last good epoch stays.
     """
     from tqdm.auto import tqdm
 
+    if resume and not checkpoint:
+        raise ValueError("resume=True needs the checkpoint file to resume from (checkpoint=...)")
+    if stop_after is not None and stop_after < 0:
+        raise ValueError(f"stop_after must be >= 0 epochs, got {stop_after}")
     main = is_main_process()
     dev = _input_device(model)
     opt = make_optimizer(model, cfg)
@@ -219,6 +329,7 @@ def fit(
     sched = make_scheduler(opt, cfg, steps)
     result = TrainResult(label, params=sum(p.numel() for p in model.parameters()))
     start = 0
+    saved: int | None = None  # the epoch of the checkpoint on disk from this run
     if resume and checkpoint and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint)
         if state.get("config") != asdict(cfg):
@@ -242,12 +353,12 @@ def fit(
         sched.load_state_dict(state["scheduler"])
         result.history = [EpochStats(**h) for h in state["history"]]
         result.step_times = list(state["step_times"])
-        start = result.resumed_from = int(state["epoch"])
+        start = saved = result.resumed_from = int(state["epoch"])
         if log and main:
             log(f"[{label}] resumed from {checkpoint} after epoch {start}")
     elif resume and log and main:
         log(f"[{label}] no checkpoint at {checkpoint}; starting from scratch")
-    end = cfg.epochs if stop_after is None else min(cfg.epochs, start + max(stop_after, 0))
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     sampler = getattr(train_loader, "sampler", None)
     for epoch in range(start, end):
         set_epoch = getattr(sampler, "set_epoch", None)
@@ -266,26 +377,49 @@ def fit(
             leave=False,
             dynamic_ncols=True,
         )
-        for x, y in train_loader:
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            _sync(dev)
-            t0 = time.perf_counter()
-            out = model(x)
-            loss = F.cross_entropy(out, y.to(out.device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            _sync(dev)
-            times.append(time.perf_counter() - t0)
-            sched.step()
-            with torch.no_grad():
-                tot_loss += float(loss) * len(y)
-                tot_correct += float((out.argmax(1) == y.to(out.device)).sum())
-                tot_n += len(y)
-            bar.update(1)
-            bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{100 * tot_correct / tot_n:.1f}")
-        bar.close()
+        try:
+            for i, (x, y) in enumerate(train_loader):
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                _sync(dev)
+                t0 = time.perf_counter()
+                out = model(x)
+                loss = F.cross_entropy(out, y.to(out.device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                _sync(dev)
+                times.append(time.perf_counter() - t0)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    where = (
+                        f"the loss is {loss_value} at epoch {epoch + 1}/{cfg.epochs}, step "
+                        f"{i + 1}/{steps} (step {epoch * steps + i + 1} of the run)"
+                    )
+                    cause = None
+                    if torch.is_tensor(x) and not bool(torch.isfinite(x).all()):
+                        cause = "this batch holds non-finite values: check the training data"
+                    raise _divergence(cfg, label, where, checkpoint, saved, cause)
+                sched.step()
+                with torch.no_grad():
+                    tot_loss += loss_value * len(y)
+                    tot_correct += float((out.argmax(1) == y.to(out.device)).sum())
+                    tot_n += len(y)
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{tot_loss / tot_n:.3f}", acc=f"{100 * tot_correct / tot_n:.1f}"
+                )
+        finally:
+            bar.close()
         test_loss, test_acc = evaluate(model, test_loader)
+        if not math.isfinite(test_loss):
+            where = (
+                f"the test loss is {test_loss} after epoch {epoch + 1}/{cfg.epochs} (step "
+                f"{(epoch + 1) * steps} of the run)"
+            )
+            cause = None
+            if _has_non_finite_input(test_loader):
+                cause = "the test data holds non-finite values: check it"
+            raise _divergence(cfg, label, where, checkpoint, saved, cause)
         timed = times[1:] if len(times) > 1 else times  # the first step warms up
         stats = EpochStats(
             epoch=epoch + 1,
@@ -307,6 +441,12 @@ def fit(
             )
         if checkpoint:
             _sync_replicas(model, opt)
+            if not _state_is_finite(model):  # the replicas agree: every rank raises
+                where = (
+                    f"the weights are non-finite after epoch {epoch + 1}/{cfg.epochs} (step "
+                    f"{(epoch + 1) * steps} of the run)"
+                )
+                raise _divergence(cfg, label, where, checkpoint, saved)
             if main:
                 atomic_save(
                     {
@@ -322,6 +462,7 @@ def fit(
                     },
                     checkpoint,
                 )
+            saved = epoch + 1
             _barrier(model)
     if not checkpoint:
         _sync_replicas(model, opt)
