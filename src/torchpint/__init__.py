@@ -16,8 +16,9 @@ __version__ = "0.1.0"
 # public name -> the subpackage that defines it
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
-        ["MGRIT", "DivergenceError", "FunctionProblem", "Grid", "MGRITResult", "Parareal",
-         "Problem", "RankTimeoutError", "init_distributed", "serial_solve"],
+        ["MGRIT", "CheckpointError", "CheckpointMismatchError", "DivergenceError",
+         "FunctionProblem", "Grid", "MGRITResult", "Parareal", "PeerClosedError", "Problem",
+         "RankTimeoutError", "init_distributed", "serial_solve"],
         "torchpint.core",
     ),
     **dict.fromkeys(["MODEL_NAMES", "build_model", "preact_resnet", "vgg16"], "torchpint.models"),
@@ -28,12 +29,15 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "MGRIT",
     "MODEL_NAMES",
+    "CheckpointError",
+    "CheckpointMismatchError",
     "DivergenceError",
     "FunctionProblem",
     "Grid",
     "MGRITResult",
     "Parareal",
     "PararealNetwork",
+    "PeerClosedError",
     "Problem",
     "RankTimeoutError",
     "TrainingConfig",
@@ -63,11 +67,14 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from torchpint.core import (
         MGRIT,
+        CheckpointError,
+        CheckpointMismatchError,
         DivergenceError,
         FunctionProblem,
         Grid,
         MGRITResult,
         Parareal,
+        PeerClosedError,
         Problem,
         RankTimeoutError,
         init_distributed,

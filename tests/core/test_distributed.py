@@ -5,7 +5,8 @@ import time
 import pytest
 import torch
 
-from torchpint.core import MGRIT, RankTimeoutError
+from torchpint.core import MGRIT, PeerClosedError, RankTimeoutError
+from torchpint.core.distributed import is_peer_closed, peer_failure
 from torchpint.problems import AllenCahn, Heat1D
 from torchpint.testing import spawn_gloo
 
@@ -63,3 +64,37 @@ def test_a_hung_rank_is_an_error_not_a_hang():
     kind, elapsed, msg = out[0]
     assert kind == "timeout" and elapsed < 3.5
     assert "did not complete within 1 s" in msg and "rank" in msg
+
+
+def _early_exit(rank, world):
+    if rank == 1:
+        return "left"  # exits at once: its connections close
+    time.sleep(1.0)
+    try:
+        MGRIT(Heat1D(nt=16, nx=9), group="world", timeout=20.0).solve()
+    except RankTimeoutError as err:
+        return (type(err).__name__, str(err))
+    return "no error"
+
+
+def test_a_peer_that_exited_is_named_not_a_timeout():
+    kind, msg = spawn_gloo(_early_exit, 2)[0]
+    assert kind == "PeerClosedError"
+    assert "rank 1 closed the connection (it exited or crashed" in msg
+    assert "did not complete" not in msg
+
+
+@pytest.mark.parametrize("text, closed", [
+    ("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:1234", True),
+    ("[gloo/transport/tcp/pair.cc:598] Connection reset by peer", True),
+    ("Timed out waiting 1000ms for recv operation to complete", False),
+])
+def test_peer_failure_messages(text, closed):
+    err = peer_failure(0, "receiving a boundary state on level 0 from rank 1",
+                       RuntimeError(text), 20.0, peer=1)
+    assert isinstance(err, RankTimeoutError) and is_peer_closed(text) == closed
+    assert isinstance(err, PeerClosedError) == closed
+    if closed:
+        assert "rank 1 closed the connection (it exited or crashed" in str(err)
+    else:
+        assert "did not complete within 20 s" in str(err)

@@ -141,6 +141,16 @@ def test_function_problem_with_parareal():
     (dict(relax="C"), ValueError, "relax"),
     (dict(cf_iter=0), ValueError, "cf_iter"),
     (dict(levels=9), ValueError, "cannot make 9 levels"),
+    (dict(cfactor=2.5), ValueError, "cfactor must be an integer >= 2"),
+    (dict(cfactor="2"), ValueError, "cfactor must be an integer >= 2"),
+    (dict(cfactor=[2, 1.5]), ValueError, "cfactor must be an integer >= 2"),
+    (dict(levels=2.5), ValueError, "levels must be an integer >= 1"),
+    (dict(min_coarse=2.5), ValueError, "min_coarse must be an integer >= 2"),
+    (dict(min_coarse=0), ValueError, "min_coarse must be an integer >= 2"),
+    (dict(max_coarse=0), ValueError, "max_coarse must be an integer >= 1"),
+    (dict(max_coarse=1.5), ValueError, "max_coarse must be an integer >= 1"),
+    (dict(cf_iter=float("nan")), ValueError, "cf_iter"),
+    (dict(max_iter=float("inf")), ValueError, "max_iter"),
 ])
 def test_bad_settings(kwargs, err, msg):
     with pytest.raises(err, match=msg):
@@ -164,6 +174,10 @@ class _Bad(Problem):
             return u.mul_(0.5)
         if self.kind == "nan" and level == 2 and i == 1:
             return u * float("nan")
+        if self.kind == "later" and level == 0 and i == 5:
+            return torch.ones(4, dtype=torch.float64)
+        if self.kind == "later-dtype" and level == 1 and i == 3:
+            return u.float()
         return 0.5 * u
 
 
@@ -175,6 +189,22 @@ class _Bad(Problem):
 def test_step_contract_is_checked_at_construction(kind, msg):
     with pytest.raises(ValueError, match=msg):
         MGRIT(_Bad(kind))
+
+
+@pytest.mark.parametrize("kind, msg", [
+    ("later", r"step 5 of level 0\) returned shape \(4,\), dtype torch.float64.*"
+              r"state is shape \(3,\)"),
+    ("later-dtype", r"step 3 of level 1\) returned shape \(3,\), dtype torch.float32"),
+])
+def test_a_step_that_changes_shape_later_is_named(kind, msg):
+    """Only index 0 is checked at construction; a later step's wrong shape or dtype is a
+    ValueError naming the level, the index and the shapes, not a broadcasting error."""
+    solver = MGRIT(_Bad(kind))
+    with pytest.raises(ValueError, match=msg):
+        solver.solve()
+    if kind == "later":
+        with pytest.raises(ValueError, match=msg):
+            serial_solve(_Bad(kind))
 
 
 def test_nan_stops_with_iteration_and_level():

@@ -44,3 +44,29 @@ def test_bad_problem_arguments():
     with pytest.raises(ValueError, match="t_stop"):
         Dahlquist(nt=4, t_stop=-1.0)
     assert math.isclose(Dahlquist(nt=4, t_stop=2.0).dt(1), 0.5)
+
+
+def test_fingerprints_name_every_parameter_and_no_device():
+    import json
+
+    d = Dahlquist(nt=8, lam=-2.0, method="CN").fingerprint()
+    assert d == {"class": "torchpint.problems.dahlquist.Dahlquist", "nt": 8, "t_start": 0.0,
+                 "t_stop": 5.0, "lam": -2.0, "method": "CN", "dtype": "torch.float64"}
+    h = Heat1D(nt=8, nx=9, a=0.5).fingerprint()
+    assert h["nx"] == 9 and h["a"] == 0.5 and "device" not in h
+    a = AllenCahn(nt=8, nx=9, eps=0.02).fingerprint()
+    assert a["eps"] == 0.02 and a["class"].endswith("AllenCahn")
+    for fp in (d, h, a):
+        assert json.loads(json.dumps(fp)) == fp  # JSON-able
+    assert Heat1D(nt=8, nx=9, a=0.5).fingerprint() == h
+    assert Heat1D(nt=8, nx=9, a=0.5, dtype=torch.float32).fingerprint() != h
+    assert Dahlquist(nt=8, method="BE").fingerprint() != Dahlquist(nt=8, method="FE").fingerprint()
+
+
+def test_times_must_be_finite():
+    with pytest.raises(ValueError, match="finite"):
+        Dahlquist(nt=4, t_stop=float("nan"))
+    with pytest.raises(ValueError, match="finite"):
+        Heat1D(nt=4, t_stop=float("inf"))
+    with pytest.raises(ValueError, match="nt must be"):
+        Dahlquist(nt=float("nan"))

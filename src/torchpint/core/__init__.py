@@ -5,7 +5,8 @@ grid (:class:`Problem`), and :class:`MGRIT` / :class:`Parareal` solve it, serial
 over a ``torch.distributed`` group.
 """
 
-from torchpint.core.distributed import RankTimeoutError, init_distributed
+from torchpint.core.checkpoint import CheckpointError, CheckpointMismatchError
+from torchpint.core.distributed import PeerClosedError, RankTimeoutError, init_distributed
 from torchpint.core.grid import Grid
 from torchpint.core.history import DivergenceError, MGRITResult, iteration_cost, potential_speedup
 from torchpint.core.mgrit import MGRIT, Parareal
@@ -13,11 +14,14 @@ from torchpint.core.problem import FunctionProblem, Problem, serial_solve
 
 __all__ = [
     "MGRIT",
+    "CheckpointError",
+    "CheckpointMismatchError",
     "DivergenceError",
     "FunctionProblem",
     "Grid",
     "MGRITResult",
     "Parareal",
+    "PeerClosedError",
     "Problem",
     "RankTimeoutError",
     "init_distributed",

@@ -9,6 +9,7 @@ rank that died or hangs is an error on its peers, never a hang.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,39 @@ import torch.distributed as dist
 
 class RankTimeoutError(RuntimeError):
     """A peer rank did not answer within the timeout (it died, hung, or diverged)."""
+
+
+class PeerClosedError(RankTimeoutError):
+    """A peer rank closed its connection: it exited or crashed (a kind of peer failure,
+    so code that handles :class:`RankTimeoutError` handles it too)."""
+
+
+# What Gloo (and the TCP stack under it) says when the other end went away.
+_PEER_CLOSED = ("connection closed by peer", "connection reset by peer", "broken pipe",
+                "connection refused")
+
+
+def is_peer_closed(err: BaseException | str) -> bool:
+    """True when a communication error says the peer closed or reset the connection."""
+    text = str(err).lower()
+    return any(marker in text for marker in _PEER_CLOSED)
+
+
+def peer_failure(rank: int, what: str, err: BaseException, timeout: float,
+                 peer: int | None = None) -> RankTimeoutError:
+    """The typed error for a failed message: :class:`PeerClosedError` when the peer's
+    connection closed, else :class:`RankTimeoutError` (it did not answer in time)."""
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if is_peer_closed(err):
+        who = f"rank {peer}" if peer is not None else "a peer rank"
+        return PeerClosedError(
+            f"rank {rank}: {what} failed: {who} closed the connection (it exited or "
+            f"crashed; {detail}). Check the other ranks' output for the first error."
+        )
+    return RankTimeoutError(
+        f"rank {rank}: {what} did not complete within {timeout:g} s ({detail}). A peer "
+        "rank died, hung, or stopped early; check the other ranks' output."
+    )
 
 
 class Comm:
@@ -67,41 +101,64 @@ class GroupComm(Comm):
             return t.detach().cpu()
         return t.detach().contiguous()
 
-    def _wait(self, work: Any, what: str) -> None:
+    def _fail(self, err: RuntimeError, what: str, peer: int | None) -> RankTimeoutError:
+        return peer_failure(self.rank, what, err, self.timeout.total_seconds(), peer)
+
+    def _post(self, start: Callable[[], Any], what: str, peer: int | None) -> Any:
+        """Start a message; a peer that already closed its connection fails here."""
+        try:
+            return start()
+        except RuntimeError as err:
+            if is_peer_closed(err):
+                raise self._fail(err, what, peer) from err
+            raise
+
+    def _wait(self, work: Any, what: str, peer: int | None = None) -> None:
         try:
             work.wait(self.timeout)
         except RuntimeError as err:
-            raise RankTimeoutError(
-                f"rank {self.rank}: {what} did not complete within "
-                f"{self.timeout.total_seconds():g} s ({err}). A peer rank died, hung, or "
-                "stopped early; check the other ranks' output."
-            ) from err
+            raise self._fail(err, what, peer) from err
 
     def isend(self, t: torch.Tensor, dst: int, tag: int) -> Any:
         buf = self._wire(t)
-        return (dist.isend(buf, self._global(dst), group=self.group, tag=tag), buf, dst)
+        work = self._post(
+            lambda: dist.isend(buf, self._global(dst), group=self.group, tag=tag),
+            f"sending a state to rank {dst}", dst,
+        )
+        return (work, buf, dst)
 
     def recv_into(self, buf: torch.Tensor, src: int, tag: int, what: str) -> None:
         wire = buf if (self.backend != "gloo" or buf.device.type == "cpu") else buf.cpu()
-        work = dist.irecv(wire, self._global(src), group=self.group, tag=tag)
-        self._wait(work, f"receiving {what} from rank {src}")
+        what = f"receiving {what} from rank {src}"
+        work = self._post(
+            lambda: dist.irecv(wire, self._global(src), group=self.group, tag=tag), what, src
+        )
+        self._wait(work, what, src)
         if wire is not buf:
             buf.copy_(wire)
 
     def wait_all(self, works: list[Any], what: str) -> None:
         for work, _buf, dst in works:
-            self._wait(work, f"sending {what} to rank {dst}")
+            self._wait(work, f"sending {what} to rank {dst}", dst)
 
     def all_reduce(self, t: torch.Tensor, op: str, what: str) -> torch.Tensor:
         wire = self._wire(t).clone()
-        work = dist.all_reduce(wire, op=self._ops[op], group=self.group, async_op=True)
-        self._wait(work, f"all-reduce of {what}")
+        what = f"all-reduce of {what}"
+        work = self._post(
+            lambda: dist.all_reduce(wire, op=self._ops[op], group=self.group, async_op=True),
+            what, None,
+        )
+        self._wait(work, what)
         return wire.to(t.device)
 
     def broadcast(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
         wire = self._wire(t).clone()
-        work = dist.broadcast(wire, self._global(src), group=self.group, async_op=True)
-        self._wait(work, f"broadcast of {what} from rank {src}")
+        what = f"broadcast of {what} from rank {src}"
+        work = self._post(
+            lambda: dist.broadcast(wire, self._global(src), group=self.group, async_op=True),
+            what, None,
+        )
+        self._wait(work, what)
         return wire.to(t.device)
 
 

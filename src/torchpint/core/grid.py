@@ -9,8 +9,26 @@ When ``m_l`` does not divide ``n_l`` the last points are F-points after the last
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+
+def is_integer(value: Any) -> bool:
+    """True for an integral number (``3``, ``3.0``, a NumPy integer), False for ``2.5``,
+    NaN, infinity, booleans, strings or containers."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(value) and float(value).is_integer()
+
+
+def require_int(name: str, value: Any, least: int, unit: str = "") -> int:
+    """``value`` as an int, or a ValueError saying ``name`` must be an integer >= ``least``."""
+    if not is_integer(value) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}{unit}, got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -36,17 +54,24 @@ class Grid:
 
     def __post_init__(self) -> None:
         nt = self.nt
-        if int(nt) != nt or nt < 1:
+        if not is_integer(nt) or nt < 1:
             raise ValueError(f"nt must be a positive number of time steps, got {nt!r}")
-        factors = [self.cfactor] if isinstance(self.cfactor, int) else list(self.cfactor)
-        if not factors or any(int(m) != m or m < 2 for m in factors):
+        cf = self.cfactor
+        factors: list[Any] = [cf] if isinstance(cf, numbers.Real) else (
+            list(cf) if isinstance(cf, Sequence) and not isinstance(cf, str) else [None]
+        )
+        if not factors or not all(is_integer(m) and m >= 2 for m in factors):
             raise ValueError(
-                f"cfactor must be an integer >= 2 (or a list of them), got {self.cfactor!r}"
+                f"cfactor must be an integer >= 2 (or a list of them), got {cf!r}"
             )
-        if self.levels is not None and (int(self.levels) != self.levels or self.levels < 1):
-            raise ValueError(f"levels must be an integer >= 1, got {self.levels!r}")
-        if self.min_coarse < 2:
-            raise ValueError(f"min_coarse must be >= 2 points, got {self.min_coarse}")
+        if self.levels is not None:
+            require_int("levels", self.levels, 1)
+        require_int("min_coarse", self.min_coarse, 2, " points")
+        if not is_integer(self.max_coarse) or self.max_coarse < 1:
+            raise ValueError(
+                f"max_coarse must be an integer >= 1 point (coarsening stops at a level of "
+                f"at most this many points), got {self.max_coarse!r}"
+            )
 
         def factor(l: int) -> int:
             return int(factors[min(l, len(factors) - 1)])

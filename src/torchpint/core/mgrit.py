@@ -24,11 +24,20 @@ from typing import Any
 
 import torch
 
-from torchpint.core.checkpoint import atomic_save
+from torchpint.core.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    check_fingerprint,
+    load_checkpoint,
+    plain,
+    rank_file,
+    rank_files,
+    tensor_digest,
+)
 from torchpint.core.distributed import make_comm
-from torchpint.core.grid import Grid, Partition
+from torchpint.core.grid import Grid, Partition, is_integer
 from torchpint.core.history import DivergenceError, MGRITResult
-from torchpint.core.problem import Problem
+from torchpint.core.problem import Problem, check_step_output
 
 _TAG_F, _TAG_V, _TAG_SOLVE = 1, 2, 3
 CYCLES = ("V", "F")
@@ -83,11 +92,11 @@ class MGRIT:
             raise ValueError(f"cycle must be one of {CYCLES}, got {cycle!r}")
         if relax not in RELAXATIONS:
             raise ValueError(f"relax must be one of {RELAXATIONS}, got {relax!r}")
-        if int(cf_iter) != cf_iter or cf_iter < 1:
+        if not is_integer(cf_iter) or cf_iter < 1:
             raise ValueError(f"cf_iter must be an integer >= 1, got {cf_iter!r}")
         if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
             raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
-        if int(max_iter) != max_iter or max_iter < 1:
+        if not is_integer(max_iter) or max_iter < 1:
             raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
         if not divergence_factor > 1:
             raise ValueError(f"divergence_factor must be > 1, got {divergence_factor!r}")
@@ -147,6 +156,7 @@ class MGRIT:
             if self._count[l] and self._first[l] == 0:
                 U[1] = u0
         self._cache_valid = False
+        self._fingerprint: dict[str, Any] | None = None
         self._step_counts = [0] * self.grid.num_levels
         self._step_time = 0.0
         self._iteration = 0
@@ -194,6 +204,9 @@ class MGRIT:
         out = self.problem.step(u, i, l)
         self._step_time += time.perf_counter() - t
         self._step_counts[l] += 1
+        if (not isinstance(out, torch.Tensor) or out.shape != u.shape or out.dtype != u.dtype
+                or out.device != u.device):
+            check_step_output(out, u, i, l)  # raises, naming the level, index and shapes
         return out
 
     def _sweep(self, l: int, start: int, stop: int) -> None:
@@ -406,32 +419,225 @@ class MGRIT:
 
     # -- checkpoints ----------------------------------------------------------------------
     def _ckpt_path(self, path: str | Path) -> Path:
-        p = Path(path)
-        return p if self.comm.size == 1 else p.with_name(f"{p.name}.rank{self.comm.rank}")
+        return rank_file(path, self.comm.rank, self.comm.size)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint of the current solve must match to be resumed.
+
+        The problem's :meth:`~Problem.fingerprint`, a digest of u_0 and the solver
+        settings that shape the iterates (cycle, relaxation, levels and cfactors). Not
+        ``tol`` or ``max_iter`` (resuming with a larger budget or a tighter tolerance is
+        legitimate), nor the ranks or slabs (a checkpoint is re-slabbed over other ranks).
+        """
+        if self._fingerprint is None:
+            self._fingerprint = plain({
+                "problem": self.problem.fingerprint(),
+                "u0": tensor_digest(self._u0),
+                "solver": {"cycle": self.cycle, "relax": self.relax, "cf_iter": self.cf_iter,
+                           "nested": self.nested, "n": list(self.grid.n),
+                           "m": list(self.grid.m)},
+            })
+        return self._fingerprint
 
     def state_dict(self) -> dict[str, Any]:
-        """What resuming needs: the fine iterate (coarse levels are rebuilt each iteration)."""
+        """What resuming needs: the fine iterate (coarse levels are rebuilt each iteration),
+        the history and the fingerprint. Tensors and plain types only, so it loads with
+        ``torch.load(weights_only=True)``."""
         return {
+            "format": 2, "fingerprint": self.fingerprint(),
             "u": self._U[0].cpu(), "iteration": self._iteration,
             "residuals": list(self._residuals), "iter_times": list(self._iter_times),
             "step_counts": list(self._step_counts), "steps": list(self.grid.n),
             "slab": (self.slab.start, self.slab.stop), "world": self.comm.size,
+            "rank": self.comm.rank,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        mine = {"steps": list(self.grid.n), "slab": (self.slab.start, self.slab.stop),
-                "world": self.comm.size}
-        theirs = {k: (tuple(state[k]) if k == "slab" else state[k]) for k in mine}
+    def load_state_dict(self, state: dict[str, Any], path: str | Path = "the state") -> None:
+        """Continue from ``state``, written by this rank's layout (same slab and ranks).
+
+        Raises :class:`CheckpointMismatchError` when it is from another run (fingerprint)
+        and :class:`CheckpointError` when it is from another layout; ``solve(checkpoint=,
+        resume=True)`` re-slabs such a checkpoint instead.
+        """
+        check_fingerprint(state.get("fingerprint"), self.fingerprint(), path)
+        mine = {"slab": (self.slab.start, self.slab.stop), "world": self.comm.size}
+        theirs = {"slab": tuple(state.get("slab", ())), "world": state.get("world")}
         if theirs != mine:
-            raise ValueError(
-                f"checkpoint does not match this solver: it has {theirs}, the solver has {mine}"
+            raise CheckpointError(
+                f"checkpoint does not match this solver's layout: {path} has {theirs}, this "
+                f"rank has {mine}; MGRIT.solve(checkpoint=..., resume=True) re-slabs it"
             )
+        self._check_rows(state, path, self.slab.stop - self.slab.start + 1)
         self._U[0].copy_(state["u"].to(self._U[0].device))
         self._iteration = int(state["iteration"])
-        self._residuals = list(state["residuals"])
-        self._iter_times = list(state["iter_times"])
-        self._step_counts = list(state["step_counts"])
+        self._residuals = [float(r) for r in state["residuals"]]
+        self._iter_times = [float(t) for t in state["iter_times"]]
+        self._step_counts = [int(c) for c in state["step_counts"]]
         self._cache_valid = False
+
+    def _check_rows(self, state: dict[str, Any], path: str | Path, rows: int) -> None:
+        u = state.get("u")
+        want = (rows, *self._u0.shape)
+        if not isinstance(u, torch.Tensor) or tuple(u.shape) != want or u.dtype != self._u0.dtype:
+            got = (tuple(u.shape), u.dtype) if isinstance(u, torch.Tensor) else type(u).__name__
+            raise CheckpointError(
+                f"checkpoint {path} holds an iterate of {got}, expected shape {want}, dtype "
+                f"{self._u0.dtype}; delete it to start afresh, or run without resume"
+            )
+
+    def _checkpoint_source(self, path: Path) -> tuple[int, dict[int, Path], dict[Path, Any]]:
+        """The newest checkpoint set under ``path``: the ranks that wrote it, the files of
+        it that exist by rank, and the states already read (to read no file twice).
+
+        One rank writes ``path``, P ranks ``path.rank0 .. path.rank<P-1>`` (P is read from
+        ``path.rank0``, or the lowest rank file there is). World 0: no file at all.
+        """
+        ranks = rank_files(path)
+        single = path if path.is_file() else None
+        if single is None and not ranks:
+            return 0, {}, {}
+        if single is not None and ranks:  # both layouts: the most recently written wins
+            newest = max(f.stat().st_mtime for f in ranks.values())
+            if single.stat().st_mtime >= newest:
+                ranks = {}
+            else:
+                single = None
+        if single is not None:
+            return 1, {0: single}, {}
+        lowest = ranks[min(ranks)]
+        state = load_checkpoint(lowest)
+        world = state.get("world")
+        if not is_integer(world) or world < 2:
+            raise CheckpointError(
+                f"checkpoint {lowest} does not say how many ranks wrote it (world={world!r}); "
+                "delete it to start afresh, or run without resume"
+            )
+        world = int(world)
+        return world, {r: f for r, f in ranks.items() if r < world}, {lowest: state}
+
+    def _load_checkpoint(self, path: Path) -> tuple[bool, int]:
+        """Load the checkpoint at ``path`` into this rank's slab: (resumed, its world)."""
+        world, files, read = self._checkpoint_source(path)
+        if not world:
+            return False, 0
+        own = files.get(self.comm.rank)
+        if world == self.comm.size and own is not None:
+            state = read.pop(own, None) or load_checkpoint(own)
+            if tuple(state.get("slab", ())) == (self.slab.start, self.slab.stop):
+                self.load_state_dict(state, own)
+                return True, world
+            read[own] = state
+        self._load_reslabbed(path, world, files, read)
+        return True, world
+
+    def _load_reslabbed(
+        self, path: Path, world: int, files: dict[int, Path], read: dict[Path, Any]
+    ) -> None:
+        """Assemble this rank's slab (and ghost) from the slabs ``world`` ranks wrote."""
+        missing = [str(rank_file(path, r, world)) for r in range(world) if r not in files]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {path} is incomplete: it was written by {world} ranks, but "
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing. "
+                "Restore the missing files, or delete the others to start afresh (or run "
+                "without resume)"
+            )
+        lo, hi, nt = self.slab.start, self.slab.stop, self.grid.nt
+        U = self._U[0]
+        U.zero_()
+        covered, head = 0, None
+        for r in range(world):
+            f = files[r]
+            state = read.pop(f, None) or load_checkpoint(f)
+            check_fingerprint(state.get("fingerprint"), self.fingerprint(), f)
+            slab = tuple(state.get("slab", ()))
+            if state.get("world") != world or len(slab) != 2 or slab[0] != covered:
+                raise CheckpointError(
+                    f"checkpoint {f} does not continue the slabs of {path} (rank {r} of "
+                    f"{world}: slab {slab}, world {state.get('world')}, expected a slab from "
+                    f"point {covered}): the files are from different runs; delete them to "
+                    "start afresh, or run without resume"
+                )
+            a, b = int(slab[0]), int(slab[1])
+            self._check_rows(state, f, b - a + 1)
+            if head is None:
+                head = {k: state[k] for k in ("iteration", "residuals", "iter_times")}
+                head["file"] = f
+            elif int(state["iteration"]) != int(head["iteration"]):
+                raise CheckpointError(
+                    f"the files of checkpoint {path} are from different iterations ("
+                    f"{head['file']}: {head['iteration']}, {f}: {state['iteration']}): the "
+                    "run stopped while writing them; delete them to start afresh, or run "
+                    "without resume"
+                )
+            # rows 1.. of a file are points a .. b-1; this rank needs lo-1 (ghost) .. hi-1
+            first, last = max(a, lo - 1, 0), min(b, hi)
+            if first < last:
+                U[first - lo + 1 : last - lo + 1] = state["u"][first - a + 1 : last - a + 1].to(U)
+            covered = b
+            del state
+        if covered != nt + 1 or head is None:
+            raise CheckpointError(
+                f"checkpoint {path} covers points 0 .. {covered - 1}, not the {nt + 1} fine "
+                "points of this problem; delete it to start afresh, or run without resume"
+            )
+        self._iteration = int(head["iteration"])
+        self._residuals = [float(x) for x in head["residuals"]]
+        self._iter_times = [float(x) for x in head["iter_times"]]
+        self._step_counts = [0] * self.grid.num_levels  # per-rank counts restart on a re-slab
+        self._cache_valid = False
+
+    def _resume(self, path: str | Path) -> bool:
+        """Resume from the checkpoint at ``path`` if there is one; all ranks agree or raise.
+
+        Every rank takes part in one all-reduce even when its own load failed, so a bad
+        file is an error on every rank, never a peer left waiting.
+        """
+        err: Exception | None = None
+        resumed, world = False, 0
+        try:
+            resumed, world = self._load_checkpoint(Path(path))
+        except CheckpointError as e:
+            err = e
+        except Exception as e:  # a malformed state: name the file, keep the cause
+            err = CheckpointError(
+                f"checkpoint {path} cannot be resumed ({type(e).__name__}: {e}); delete it "
+                "(or use another checkpoint path) to start afresh, or run without resume"
+            )
+            err.__cause__ = e
+        if self.comm.size > 1:
+            mine = [float(err is not None), float(resumed),
+                    float(self._iteration if resumed else -1), float(world)]
+            flags = torch.tensor(mine + [-x for x in mine[1:]], dtype=torch.float64,
+                                 device=self._U[0].device)
+            flags = self.comm.all_reduce(flags, "max", "the checkpoint check").tolist()
+            failed, hi, lo = flags[0], flags[1:4], [-x for x in flags[4:]]
+            retry = "; delete the files to start afresh, or run without resume"
+            if err is not None:
+                pass
+            elif failed:
+                err = CheckpointError(
+                    f"rank {self.comm.rank}: another rank could not resume from checkpoint "
+                    f"{path}; see its error"
+                )
+            elif hi[0] != lo[0]:
+                err = CheckpointError(
+                    f"some ranks found checkpoint {path} and others did not: every rank must "
+                    f"see the same files (a shared file system){retry}"
+                )
+            elif hi[2] != lo[2]:
+                err = CheckpointError(
+                    f"the ranks found checkpoints of {path} written by {lo[2]:g} and by "
+                    f"{hi[2]:g} ranks: files of different runs are mixed there{retry}"
+                )
+            elif hi[1] != lo[1]:
+                err = CheckpointError(
+                    f"the ranks' files of checkpoint {path} are from different iterations "
+                    f"({lo[1]:g} and {hi[1]:g}): the run stopped while writing them{retry}"
+                )
+        if err is not None:
+            raise err
+        return resumed
 
     # -- the solve ----------------------------------------------------------------------
     def solve(
@@ -451,9 +657,14 @@ class MGRIT:
         ``initial`` is an initial guess at all ``nt + 1`` fine points (each rank takes its
         slab; point 0 becomes the initial state); ``warm_start=True`` starts from the
         previous solve's solution instead (a warm restart). With ``checkpoint`` the fine
-        iterate is saved every ``checkpoint_every`` iterations (one file per rank);
-        ``resume=True`` continues from that file when it exists, so finished iterations
-        are not lost.
+        iterate is saved every ``checkpoint_every`` iterations (one file on one rank, else
+        ``checkpoint.rank<r>`` per rank); ``resume=True`` continues from it when it exists,
+        so finished iterations are not lost, and starts afresh when it does not.
+
+        A checkpoint is resumed only by the same run (:meth:`fingerprint`: problem, u_0,
+        solver settings; else :class:`CheckpointMismatchError`), on any number of ranks
+        (the slabs are re-cut). An unreadable or incomplete checkpoint is a
+        :class:`CheckpointError` naming the file.
         """
         t_solve = time.perf_counter()
         if initial is not None and warm_start:
@@ -462,9 +673,8 @@ class MGRIT:
         previous = self._U[0].clone() if warm_start else None
         self._reset(start)
         resumed = False
-        if checkpoint is not None and resume and self._ckpt_path(checkpoint).exists():
-            self.load_state_dict(torch.load(self._ckpt_path(checkpoint), weights_only=False))
-            resumed = True
+        if checkpoint is not None and resume:
+            resumed = self._resume(checkpoint)
         if not resumed:
             if previous is not None:
                 self._U[0].copy_(previous)

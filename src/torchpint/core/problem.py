@@ -9,11 +9,14 @@ problem can look up the times of any level with :meth:`t` and :meth:`dt`.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from torchpint.core.grid import is_integer
 
 if TYPE_CHECKING:
     from torchpint.core.grid import Grid
@@ -32,14 +35,17 @@ class Problem(ABC):
             ``t_start + i (t_stop - t_start) / nt``.
 
     ``divergence_hint`` is the likely cause the solver names when it diverges on this
-    problem (empty: none known).
+    problem (empty: none known). :meth:`fingerprint` identifies the problem in checkpoints;
+    subclasses with parameters extend it.
     """
 
     divergence_hint: str = ""
 
     def __init__(self, nt: int, t_start: float = 0.0, t_stop: float = 1.0) -> None:
-        if int(nt) != nt or nt < 1:
+        if not is_integer(nt) or nt < 1:
             raise ValueError(f"nt must be a positive integer number of time steps, got {nt!r}")
+        if not (math.isfinite(t_start) and math.isfinite(t_stop)):
+            raise ValueError(f"t_start and t_stop must be finite, got {t_start!r} and {t_stop!r}")
         if not t_stop > t_start:
             raise ValueError(f"t_stop ({t_stop}) must be larger than t_start ({t_start})")
         self.nt = int(nt)
@@ -55,6 +61,18 @@ class Problem(ABC):
     @abstractmethod
     def step(self, u: torch.Tensor, i: int, level: int) -> torch.Tensor:
         """Propagate ``u`` from point ``i`` to point ``i + 1`` of ``level``."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this problem, as a JSON-able dict (checked when resuming).
+
+        The base gives the class (module-qualified) and the time grid; a subclass adds
+        every parameter its steps depend on (``{**super().fingerprint(), "lam": ...}``).
+        The initial state is not needed here: the solver fingerprints u_0 itself. The
+        device is left out on purpose: a run may resume on another device.
+        """
+        cls = type(self)
+        return {"class": f"{cls.__module__}.{cls.__qualname__}", "nt": self.nt,
+                "t_start": self.t_start, "t_stop": self.t_stop}
 
     # -- what the solver gives back ---------------------------------------------------
     def bind(self, grid: Grid) -> None:
@@ -86,6 +104,9 @@ class FunctionProblem(Problem):
     """A problem from plain functions: ``steps[level](u, i) -> u`` (parareal's F and G).
 
     ``steps`` holds one callable per level; the last one is reused on deeper levels.
+    Its :meth:`fingerprint` can only name the callables (module and qualified name), not
+    what they compute: two different lambdas, or a closure over other parameters, look
+    alike there, so a checkpoint cannot tell them apart.
     """
 
     def __init__(
@@ -108,6 +129,35 @@ class FunctionProblem(Problem):
     def step(self, u: torch.Tensor, i: int, level: int) -> torch.Tensor:
         return self._steps[min(level, len(self._steps) - 1)](u, i)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The base fingerprint and the callables' names (their code is not compared)."""
+        return {**super().fingerprint(), "steps": [callable_name(f) for f in self._steps]}
+
+
+def callable_name(f: Any) -> str:
+    """``module.qualname`` of a function or callable object (for fingerprints)."""
+    target = f if hasattr(f, "__qualname__") else type(f)
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
+
+
+def check_step_output(out: Any, u: torch.Tensor, i: int, level: int) -> None:
+    """Raise unless ``out`` (what ``step(u, i, level)`` returned) is a state like ``u``.
+
+    A shape, dtype and device comparison, no values: cheap enough for every step.
+    """
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"problem.step(u, {i}, level={level}) returned {type(out).__name__}, "
+            "not a torch.Tensor"
+        )
+    if out.shape != u.shape or out.dtype != u.dtype or out.device != u.device:
+        raise ValueError(
+            f"problem.step(u, {i}, level={level}) (step {i} of level {level}) returned shape "
+            f"{tuple(out.shape)}, dtype {out.dtype}, device {out.device}; the state is shape "
+            f"{tuple(u.shape)}, dtype {u.dtype}, device {u.device}. A step must return a "
+            "state like its input at every index."
+        )
+
 
 def serial_solve(problem: Problem, level: int = 0) -> torch.Tensor:
     """Sequential time stepping on ``level``: the exact solution of A(u) = g there.
@@ -119,5 +169,7 @@ def serial_solve(problem: Problem, level: int = 0) -> torch.Tensor:
     out = torch.empty((n + 1, *u0.shape), dtype=u0.dtype, device=u0.device)
     out[0] = u0
     for i in range(n):
-        out[i + 1] = problem.step(out[i], i, level)
+        new = problem.step(out[i], i, level)
+        check_step_output(new, out[i], i, level)
+        out[i + 1] = new
     return out

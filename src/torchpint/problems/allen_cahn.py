@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -35,6 +36,10 @@ class AllenCahn(ImplicitDiffusion1D):
 
     def initial_state(self) -> torch.Tensor:
         return self._u0
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The base fingerprint with the interface parameter ``eps``."""
+        return {**super().fingerprint(), "eps": self.eps}
 
     def step(self, u: torch.Tensor, i: int, level: int) -> torch.Tensor:
         dt = self.dt(i, level)

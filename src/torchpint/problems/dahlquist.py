@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from torchpint.core.problem import Problem
@@ -35,6 +37,11 @@ class Dahlquist(Problem):
 
     def initial_state(self) -> torch.Tensor:
         return self._u0
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The base fingerprint with lambda, the method and the dtype."""
+        return {**super().fingerprint(), "lam": self.lam, "method": self.method,
+                "dtype": str(self._u0.dtype)}
 
     def amplification(self, dt: float) -> float:
         """The factor one step multiplies u by (the eigenvalue of the propagator)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -37,6 +38,10 @@ class ImplicitDiffusion1D(Problem):
         self._lap = laplacian_1d(self.nx, dtype).to(device)
         self._lu: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The base fingerprint with the space grid and the dtype."""
+        return {**super().fingerprint(), "nx": self.nx, "dtype": str(self.x.dtype)}
+
     def _implicit_solve(self, rhs: torch.Tensor, dt: float) -> torch.Tensor:
         """Solve (I - dt coef L) u = rhs."""
         key = round(dt, 15)
@@ -70,6 +75,10 @@ class Heat1D(ImplicitDiffusion1D):
 
     def initial_state(self) -> torch.Tensor:
         return self._u0
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The base fingerprint with the diffusion coefficient ``a``."""
+        return {**super().fingerprint(), "a": self.a}
 
     def exact(self, t: float) -> torch.Tensor:
         """The PDE's solution at time t (for discretization-error checks)."""

@@ -194,8 +194,14 @@ def train_mgrit(
     ``1e-9 sqrt(N)`` on the residual 2-norm, at most 50 iterations. ``group`` spreads the
     time slabs over a ``torch.distributed`` group (``"world"`` for the default group).
     With ``verify_serial`` the result holds ``max |w_mgrit - w_serial|`` and both loss
-    curves. Raises :class:`torchpint.core.DivergenceError` (naming the coarse learning
-    rate as the likely cause) when MGRIT diverges.
+    curves. Only trainable parameters are trained (frozen ones keep their values, in
+    MGRIT and in the serial check). ``checkpoint``/``resume`` continue only the same
+    training (model, initial weights, data, loss, training settings; see
+    :meth:`TrainingProblem.fingerprint`), on any number of processes; another run's
+    checkpoint is a :class:`torchpint.core.CheckpointMismatchError`. Raises ValueError
+    for non-finite data or initial weights before any step, and
+    :class:`torchpint.core.DivergenceError` (naming the coarse learning rate as the likely
+    cause) when MGRIT diverges.
     """
     cfg = TrainingConfig.build(config, steps=steps, **settings)
     problem = TrainingProblem(model, loss_fn, data, config=cfg)

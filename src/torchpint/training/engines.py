@@ -219,15 +219,21 @@ def check_deterministic(model: nn.Module) -> bool:
 
 
 class AutogradEngine:
-    """Any ``nn.Module`` + loss via ``functional_call`` and autograd (a copy of the model)."""
+    """Any ``nn.Module`` + loss via ``functional_call`` and autograd (a copy of the model).
+
+    The flat vector holds the trainable parameters only (``requires_grad=True``, in
+    ``named_parameters`` order); frozen parameters and buffers are constants of the step,
+    taken from the copy.
+    """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[..., torch.Tensor], dtype: torch.dtype):
         self.stochastic = check_deterministic(model)
         self.model = copy.deepcopy(model).to(dtype)
         self.loss_fn = loss_fn
-        self.names = [n for n, _ in self.model.named_parameters()]
-        self.shapes = [p.shape for _, p in self.model.named_parameters()]
-        self.sizes = [p.numel() for _, p in self.model.named_parameters()]
+        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in trainable]
+        self.shapes = [p.shape for _, p in trainable]
+        self.sizes = [p.numel() for _, p in trainable]
         self.numel = sum(self.sizes)
         self.native = "torch"
 
