@@ -136,3 +136,36 @@ def test_sigint_ends_in_one_line_and_the_run_resumes(tmp_path):
     done = subprocess.run([*cmd, "--resume", "--max-iter", "1"], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode in (0, 1), done.stderr  # it continued (and stopped at its budget)
+
+
+def test_train_mgrit_refuses_another_runs_checkpoint(tmp_path, capsys):
+    """The issue's probe: seed 0's checkpoint resumed with --seed 5 is refused (exit 2),
+    naming the seed, instead of reporting seed 0's weights as converged."""
+    ck = str(tmp_path / "b.ckpt")
+    base = ["train-mgrit", "--problem", "xor", "--steps", "64", "--no-progress", "--no-verify",
+            "--checkpoint", ck]  # fmt: skip
+    assert main([*base, "--seed", "0"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--seed", "5", "--resume"]) == 2
+    _one_line_error(capsys, "checkpoint does not match", "seed")
+    assert main([*base, "--seed", "0", "--data", "serial", "--resume"]) == 2
+    _one_line_error(capsys, "data_rule")
+
+
+def test_train_parareal_refuses_another_runs_checkpoint(tmp_path, capsys):
+    d = str(tmp_path / "ck")
+    assert main([*TINY_PARAREAL, "--epochs", "2", "--stop-after", "1", "--checkpoint-dir", d]) == 0
+    capsys.readouterr()
+    assert main([*TINY_PARAREAL, "--epochs", "2", "--dataset", "shapes", "--checkpoint-dir", d,
+                 "--resume"]) == 2
+    _one_line_error(capsys, "checkpoint does not match", "dataset")
+
+
+def test_train_parareal_non_finite_loss_is_exit_3(tmp_path, capsys):
+    d = tmp_path / "ck"
+    rc = main([*TINY_PARAREAL, "--epochs", "1", "--lr", "1e4", "--executor", "serial",
+               "--checkpoint-dir", str(d)])
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert "diverged" in err and "epoch" in err and "step" in err and "Traceback" not in err
+    assert not (d / "parareal.pt").exists()  # no checkpoint of a non-finite run
