@@ -169,3 +169,8 @@ def test_train_parareal_non_finite_loss_is_exit_3(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "diverged" in err and "epoch" in err and "step" in err and "Traceback" not in err
     assert not (d / "parareal.pt").exists()  # no checkpoint of a non-finite run
+
+
+def test_train_parareal_lr_beyond_the_parameter_dtype_is_bad_input(capsys):
+    assert main([*TINY_PARAREAL, "--epochs", "1", "--lr", "1e300", "--executor", "serial"]) == 2
+    _one_line_error(capsys, "does not fit", "float32")

@@ -322,6 +322,9 @@ def fit(
         raise ValueError(f"stop_after must be >= 0 epochs, got {stop_after}")
     main = is_main_process()
     dev = _input_device(model)
+    for p in model.parameters():  # SGD casts lr to the parameters' dtype
+        if p.is_floating_point() and cfg.lr > torch.finfo(p.dtype).max:
+            raise ValueError(f"lr={cfg.lr:g} does not fit in the model's {p.dtype} parameters")
     opt = make_optimizer(model, cfg)
     steps = len(train_loader)
     if steps == 0:
