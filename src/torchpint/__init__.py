@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(["MODEL_NAMES", "build_model", "preact_resnet", "vgg16"], "torchpint.models"),
     **dict.fromkeys(["PararealNetwork", "parareal_network"], "torchpint.parareal"),
+    "LayerParallel": "torchpint.layerparallel",
     **dict.fromkeys(["TrainingConfig", "train_mgrit"], "torchpint.training"),
 }
 
@@ -34,6 +35,7 @@ __all__ = [
     "DivergenceError",
     "FunctionProblem",
     "Grid",
+    "LayerParallel",
     "MGRITResult",
     "Parareal",
     "PararealNetwork",
@@ -80,6 +82,7 @@ if TYPE_CHECKING:
         init_distributed,
         serial_solve,
     )
+    from torchpint.layerparallel import LayerParallel
     from torchpint.models import MODEL_NAMES, build_model, preact_resnet, vgg16
     from torchpint.parareal import PararealNetwork, parareal_network
     from torchpint.training import TrainingConfig, train_mgrit

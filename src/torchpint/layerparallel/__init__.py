@@ -1,0 +1,10 @@
+"""Layer-parallel training: MGRIT across the layers of a residual network, forward and
+adjoint, on the core's reusable solver (Günther, Ruthotto, Schroder, Cyr, Gauger 2020).
+
+``LayerParallel(open, steps, close, ...)`` is an ``nn.Module`` trained like any other;
+``serial()`` gives the same network as an ordinary ``nn.Sequential``.
+"""
+
+from torchpint.layerparallel.module import LayerParallel, ResidualStep
+
+__all__ = ["LayerParallel", "ResidualStep"]

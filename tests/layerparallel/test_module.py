@@ -1,0 +1,112 @@
+"""LayerParallel against exact serial forward and backprop of ``serial()`` (float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from torchpint.layerparallel import LayerParallel
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+D = 6
+
+
+class _HalfStep(nn.Module):
+    """A layer whose forward takes the step size: it is the whole step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(D, D)
+
+    def forward(self, x: torch.Tensor, h: float) -> torch.Tensor:
+        return x + h * torch.tanh(self.lin(x)) - 0.5 * h * x
+
+
+def _net(levels: int, cfactor: int, iters: int, relax: str = "F", n: int = 16,
+         layer: type[nn.Module] | None = None) -> LayerParallel:
+    torch.manual_seed(0)
+    steps = [layer() if layer else nn.Sequential(nn.Linear(D, D), nn.Tanh()) for _ in range(n)]
+    return LayerParallel(nn.Linear(3, D), steps, nn.Linear(D, 2), T=2.0, levels=levels,
+                         cfactor=cfactor, relax=relax, fwd_iters=iters,
+                         bwd_iters=iters).double()
+
+
+X = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+
+def _run(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    m.zero_grad()
+    out = m(X)
+    out.square().sum().backward()
+    return out.detach(), torch.cat([p.grad.reshape(-1) for p in m.parameters()])
+
+
+def _errors(net: LayerParallel) -> tuple[float, float]:
+    """Relative 2-norm errors of the output and of all parameter gradients."""
+    out, grad = _run(net)
+    ref_out, ref_grad = _run(net.serial())
+    return (float((out - ref_out).norm() / ref_out.norm()),
+            float((grad - ref_grad).norm() / ref_grad.norm()))
+
+
+@pytest.mark.parametrize("layer", [None, _HalfStep])
+def test_one_level_is_backprop(layer):
+    assert max(_errors(_net(1, 2, 1, layer=layer))) <= 1e-12
+
+
+@pytest.mark.parametrize("relax", ["F", "FCF"])
+def test_iterated_to_convergence_is_backprop(relax):
+    assert max(_errors(_net(3, 2, 30, relax))) <= 1e-9
+
+
+def test_two_level_f_relaxation_is_exact_after_n_over_m_iterations_not_before():
+    n, m = 16, 4
+    assert max(_errors(_net(2, m, n // m))) <= 1e-12
+    assert _errors(_net(2, m, n // m - 1))[1] > 1e-6  # the gradient is not exact yet
+
+
+def test_gradient_error_falls_with_more_iterations():
+    errs = [_errors(_net(3, 2, k))[1] for k in range(1, 5)]
+    assert all(b < a for a, b in zip(errs, errs[1:], strict=False)), errs
+    assert errs[0] > 1e-2 and errs[-1] < 1e-2
+
+
+def test_warm_start_carries_iterations_across_batches():
+    """One forward iteration per call, each from the last call's solution: on the same
+    batch the output approaches the exact one, as iterations would."""
+    net = _net(3, 2, 1)
+    exact = net.serial()(X).detach()
+    errs = []
+    for _ in range(4):
+        with torch.no_grad():
+            errs.append(float((net(X) - exact).norm() / exact.norm()))
+    assert all(b < a for a, b in zip(errs, errs[1:], strict=False)), errs
+    assert errs[-1] < 1e-2 < errs[0]
+
+
+def test_bad_input_gets_a_clear_error():
+    with pytest.raises(ValueError, match="divisible by cfactor"):
+        LayerParallel(nn.Identity(), [nn.Linear(D, D) for _ in range(10)], nn.Identity(),
+                      levels=3, cfactor=2)
+    shrink = LayerParallel(nn.Identity(), [nn.Linear(D, D - 1) for _ in range(4)],
+                           nn.Identity(), levels=2, cfactor=2).double()
+    with pytest.raises(ValueError, match="shape"):
+        shrink(torch.zeros(2, D, dtype=torch.float64))
+    with pytest.raises(ValueError, match="fwd_iters"):
+        _net(2, 2, 0)
+
+
+def test_trains_with_a_torch_optimizer():
+    net = _net(3, 2, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    target = torch.zeros(5, 2, dtype=torch.float64)
+    losses = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss = (net(X) - target).square().mean()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]
