@@ -174,3 +174,13 @@ def test_train_parareal_non_finite_loss_is_exit_3(tmp_path, capsys):
 def test_train_parareal_lr_beyond_the_parameter_dtype_is_bad_input(capsys):
     assert main([*TINY_PARAREAL, "--epochs", "1", "--lr", "1e300", "--executor", "serial"]) == 2
     _one_line_error(capsys, "does not fit", "float32")
+
+
+def test_threads_executor_run_exits_cleanly():
+    """A train-parareal process on the threads executor ends with exit code 0: chunk
+    threads stopped mid-run once made the interpreter abort at exit (code 134)."""
+    cmd = [sys.executable, "-m", "torchpint", "train-parareal", "--epochs", "1", "--chunks", "2",
+           "--no-progress"]  # fmt: skip
+    for _ in range(2):
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-500:]

@@ -56,10 +56,7 @@ class _Worker:
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            n, fn, args, fut = item
+            n, fn, args, fut = self._queue.get()
             try:
                 if torch.get_num_threads() != n:  # OpenMP keeps the count per thread
                     torch.set_num_threads(n)
@@ -67,13 +64,18 @@ class _Worker:
             except BaseException as e:
                 fut.set_exception(e)
 
-    def stop(self) -> None:
-        self._queue.put(None)
-
     def submit(self, n: int, fn: Any, *args: Any) -> Future:
         fut: Future = Future()
         self._queue.put((n, fn, args, fut))
         return fut
+
+
+# One pool of chunk threads for the process, shared by every ThreadsExecutor and never
+# stopped: a thread that ran torch ops and ended mid-run made the interpreter abort at exit
+# ("terminate called without an active exception"), and executors come and go (tuning
+# builds one per candidate split).
+_POOL: list[_Worker] = []
+_POOL_LOCK = threading.Lock()
 
 
 class ThreadsExecutor(Executor):
@@ -92,14 +94,10 @@ class ThreadsExecutor(Executor):
     def __init__(self, intra_op_threads: int | None = None, overlap: bool = True) -> None:
         self.intra_op_threads = intra_op_threads
         self.overlaps_sweep = overlap
-        self._workers: list[_Worker] = []
+        self._workers = _POOL
 
     def clone(self) -> Executor:
         return ThreadsExecutor(self.intra_op_threads, self.overlaps_sweep)
-
-    def __del__(self) -> None:
-        for w in getattr(self, "_workers", []):
-            w.stop()
 
     def bind(self, stages: Stages) -> None:
         mods = [stages.pre, *stages.fine, *stages.coarse, stages.post]
@@ -111,8 +109,9 @@ class ThreadsExecutor(Executor):
                 )
 
     def _ensure_workers(self, n: int) -> None:
-        while len(self._workers) < n:
-            self._workers.append(_Worker())
+        with _POOL_LOCK:
+            while len(_POOL) < n:
+                _POOL.append(_Worker())
 
     @contextlib.contextmanager
     def _intra_op(self, running: int) -> Iterator[int]:
