@@ -21,7 +21,12 @@ from torch import nn
 
 from torchpint.core import MGRIT
 from torchpint.core.mgrit import RELAXATIONS
-from torchpint.layerparallel.problems import AdjointProblem, ForwardProblem, takes_step_size
+from torchpint.layerparallel.problems import (
+    AdjointProblem,
+    ForwardProblem,
+    StepGraphs,
+    takes_step_size,
+)
 
 _TINY = 1e-300  # a fixed iteration count, not a tolerance, ends the solves
 
@@ -135,53 +140,69 @@ class LayerParallel(nn.Module):
         self.fwd_residuals = list(res.residuals)
         return problem, res.u[:-1]
 
-    def adjoint_solve(
-        self, problem: ForwardProblem, states: torch.Tensor, g: torch.Tensor
-    ) -> tuple[AdjointProblem, torch.Tensor]:
-        """MGRIT on the adjoint from ``g = dL/du_N``: the problem (holding the recorded
-        step graphs) and ``mu_r = lambda_{N-r}`` for r = 0..N."""
+    def adjoint_solve(self, graphs: StepGraphs, g: torch.Tensor) -> torch.Tensor:
+        """MGRIT on the adjoint from ``g = dL/du_N`` over the batch's recorded step graphs:
+        ``mu_r = lambda_{N-r}`` for r = 0..N (the solver is kept while the shape stays)."""
         g = g.detach()
         if self._adj is not None and self._matches(self._adj[0], g):
             adjoint, solver = self._adj
-            adjoint.forward = problem
-            adjoint.prepare(states, g)
+            adjoint.prepare(graphs, g)
             res = solver.solve(g)
         else:
-            adjoint = AdjointProblem(problem, states, g)
+            adjoint = AdjointProblem(graphs, g)
             solver = self._solver(self.bwd_iters, adjoint)
             self._adj = (adjoint, solver)
             res = solver.solve()
+        adjoint.prepare(None, g)  # the kept solver must not keep this batch's graphs
         self.bwd_residuals = list(res.residuals)
-        return adjoint, res.u
+        return res.u
+
+    def _check_layers(self) -> None:
+        """Refuse what would make a step depend on more than ``(u, layer)``: running
+        statistics updated by every MGRIT step, and dropout masks drawn anew each time."""
+        for name, mod in self.steps.named_modules():
+            stats = isinstance(mod, nn.modules.batchnorm._NormBase) and mod.track_running_stats
+            drop = isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p > 0
+            if mod.training and (stats or drop):
+                what = "updates running statistics" if stats else "draws dropout masks"
+                raise ValueError(
+                    f"step layer module {name!r} ({type(mod).__name__}) {what} in training "
+                    "mode, once per MGRIT step rather than once per batch: not supported yet "
+                    "by LayerParallel. Use track_running_stats=False or GroupNorm/LayerNorm, "
+                    "no dropout in the steps, or eval mode."
+                )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_layers()
         u0 = self.open(x)
         params = [p for p in self.steps.parameters() if p.requires_grad]
         return self.close(_Solve.apply(self, u0, *params))
 
 
 class _Solve(torch.autograd.Function):
-    """The steps as one autograd node: forward and adjoint MGRIT solves."""
+    """The steps as one autograd node: the forward MGRIT solve and a fine sweep that
+    records each step's graph; in backward, the adjoint MGRIT solve over those graphs."""
 
     @staticmethod
     def forward(ctx: Any, net: LayerParallel, u0: torch.Tensor, *params: torch.Tensor):
         problem, states = net.forward_solve(u0)
         n, h = len(net.steps), net.h
-        ctx.net, ctx.params, ctx.states, ctx.problem = net, params, states, problem
-        with torch.no_grad():
-            return problem.phi(n - 1, states[n - 1], h)
+        if not any(ctx.needs_input_grad):  # inference: no graphs to keep
+            with torch.no_grad():
+                return problem.phi(n - 1, states[n - 1], h)
+        graphs = StepGraphs(problem, states)
+        ctx.outs = [graphs.record(k, h)[1] for k in range(n)]  # the final fine sweep
+        ctx.net, ctx.params, ctx.graphs = net, params, graphs
+        return ctx.outs[-1].detach()
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor):
-        net, params, states = ctx.net, ctx.params, ctx.states
-        n, h = len(net.steps), net.h
-        adjoint, mu = net.adjoint_solve(ctx.problem, states, g)  # mu_r = lambda_{N - r}
-        graphs = [adjoint.record(k, h) for k in range(n)]  # the fine sweep's step graphs
+        net, params, outs = ctx.net, ctx.params, ctx.outs
+        n = len(outs)
+        mu = net.adjoint_solve(ctx.graphs, g)  # mu_r = lambda_{N - r}
         grads: Sequence[torch.Tensor | None] = ()
         if params:
-            outs = [out for _, out in graphs]
             lam_next = [mu[n - 1 - k] for k in range(n)]  # lambda_{k+1} for step k
             grads = torch.autograd.grad(outs, params, lam_next, allow_unused=True)
-        adjoint.release()
-        ctx.states = ctx.problem = None
+        ctx.graphs = ctx.outs = None  # free the graphs
         return (None, mu[n], *grads)

@@ -70,28 +70,17 @@ class ForwardProblem(Problem):
             return self.phi(self.fine_index(i, level), u, self.dt(i, level))
 
 
-class AdjointProblem(Problem):
-    """``mu_{r+1} = J^T mu_r`` on the reversed grid: reversed step ``r`` of level ``l`` is
-    the transpose of the forward step of that level from fine point ``N - (r + 1) m^l``,
-    linearised at the forward state there (``states[k]``)."""
+class StepGraphs:
+    """The recorded graphs ``Phi_k(x_k)`` of one batch, at the forward states ``x_k``:
+    the fine sweep records every step once (its outputs give the parameter gradients),
+    and the adjoint's steps reuse them (coarse steps record their own step sizes)."""
 
-    def __init__(self, forward: ForwardProblem, states: torch.Tensor, g: torch.Tensor) -> None:
-        super().__init__(forward.nt, 0.0, forward.t_stop)
-        self.forward = forward
+    def __init__(self, forward: ForwardProblem, states: torch.Tensor) -> None:
+        self.forward, self.states = forward, states  # x_0 .. x_{N-1}, detached
         self._graphs: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}
-        self.prepare(states, g)
-
-    def initial_state(self) -> torch.Tensor:
-        return self._g
-
-    def prepare(self, states: torch.Tensor, g: torch.Tensor) -> None:
-        """This batch: the forward states ``x_0..x_{N-1}`` and ``g = dL/du_N``."""
-        self.release()
-        self.states, self._g = states, g
 
     def record(self, k: int, h: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The graph of ``Phi_k(x_k)`` with step ``h``: ``(x_k leaf, output)``, kept for
-        repeated vector-Jacobian products (and, on the fine level, parameter gradients)."""
+        """``(x_k leaf, Phi_k(x_k) with step h)``, recorded once and kept."""
         key = (k, round(h, 15))
         if key not in self._graphs:
             with torch.enable_grad():
@@ -99,12 +88,32 @@ class AdjointProblem(Problem):
                 self._graphs[key] = (x, self.forward.phi(k, x, h))
         return self._graphs[key]
 
-    def step(self, mu: torch.Tensor, i: int, level: int) -> torch.Tensor:
-        k = self.nt - self.fine_index(i + 1, level)
-        x, out = self.record(k, self.dt(i, level))
-        (g,) = torch.autograd.grad(out, x, mu, retain_graph=True, allow_unused=True)
-        return torch.zeros_like(mu) if g is None else g
+    def vjp(self, k: int, h: float, v: torch.Tensor) -> torch.Tensor:
+        """``(dPhi_k / dx)^T v`` at ``x_k``."""
+        x, out = self.record(k, h)
+        (g,) = torch.autograd.grad(out, x, v, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(v) if g is None else g
 
-    def release(self) -> None:
-        """Free the recorded graphs."""
-        self._graphs.clear()
+
+class AdjointProblem(Problem):
+    """``mu_{r+1} = J^T mu_r`` on the reversed grid: reversed step ``r`` of level ``l`` is
+    the transpose of the forward step of that level from fine point ``N - (r + 1) m^l``,
+    linearised at the forward state there."""
+
+    def __init__(self, graphs: StepGraphs, g: torch.Tensor) -> None:
+        super().__init__(graphs.forward.nt, 0.0, graphs.forward.t_stop)
+        self.prepare(graphs, g)
+
+    def initial_state(self) -> torch.Tensor:
+        return self._g
+
+    def prepare(self, graphs: StepGraphs | None, g: torch.Tensor) -> None:
+        """This batch: its recorded step graphs and ``g = dL/du_N`` (``None`` after the
+        solve, so the graphs are freed with the batch)."""
+        self.graphs, self._g = graphs, g
+
+    def step(self, mu: torch.Tensor, i: int, level: int) -> torch.Tensor:
+        if self.graphs is None:
+            raise RuntimeError("the adjoint problem has no batch: call prepare(graphs, g)")
+        k = self.nt - self.fine_index(i + 1, level)
+        return self.graphs.vjp(k, self.dt(i, level), mu)
