@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-mgrit": ("torchpint.cli.train_mgrit",
                     "train a network by MGRIT over its optimizer steps"),
     "train-parareal": ("torchpint.cli.train_parareal", "train a parareal neural network"),
+    "train-layer-parallel": ("torchpint.cli.train_layer_parallel",
+                             "train a ResNet by layer-parallel MGRIT (forward and adjoint)"),
     "demo": ("torchpint.cli.demo", "the main demo on embedded data (no download, no GPU)"),
 }
 

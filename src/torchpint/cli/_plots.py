@@ -62,13 +62,22 @@ def plot_training_mgrit(result: Any, path: str | os.PathLike) -> None:
             ax.legend()
 
 
-def plot_training_curves(results: dict[str, Any], path: str | os.PathLike) -> None:
-    """Train/test loss and test accuracy per epoch of parareal (and the baseline)."""
-    with figure(path, ncols=2, width=5) as (ax_loss, ax_acc):
-        for label, style in (("parareal", "-"), ("baseline", "--")):
+def plot_training_curves(
+    results: dict[str, Any],
+    path: str | os.PathLike,
+    labels: Sequence[str] = ("parareal", "baseline"),
+    residuals: dict[str, Sequence[float]] | None = None,
+) -> None:
+    """Train/test loss and test accuracy per epoch of each run in ``labels`` (the first
+    drawn solid, the others dashed); with ``residuals`` a third panel of MGRIT residual
+    histories."""
+    with figure(path, ncols=3 if residuals else 2, width=5) as axes:
+        ax_loss, ax_acc = axes[0], axes[1]
+        for k, label in enumerate(labels):
             r = results.get(label)
             if not r:
                 continue
+            style = "-" if k == 0 else "--"
             hist = r["history"]
             ep = [h["epoch"] for h in hist]
             ax_loss.plot(ep, [h["train_loss"] for h in hist], style, label=f"{label} train")
@@ -79,3 +88,5 @@ def plot_training_curves(results: dict[str, Any], path: str | os.PathLike) -> No
         for ax in (ax_loss, ax_acc):
             ax.grid(alpha=0.3)
             ax.legend()
+        if residuals:
+            residual_axes(axes[2], residuals, title="MGRIT residuals, last batch")

@@ -5,6 +5,7 @@ adjoint, on the core's reusable solver (Günther, Ruthotto, Schroder, Cyr, Gauge
 ``serial()`` gives the same network as an ordinary ``nn.Sequential``.
 """
 
+from torchpint.layerparallel.models import conv_resnet
 from torchpint.layerparallel.module import LayerParallel, ResidualStep
 
-__all__ = ["LayerParallel", "ResidualStep"]
+__all__ = ["LayerParallel", "ResidualStep", "conv_resnet"]

@@ -1,0 +1,151 @@
+"""``torchpint train-layer-parallel``: train a convolutional ResNet by layer-parallel MGRIT.
+
+The forward and backward passes are MGRIT solves across the residual layers
+(``torchpint.layerparallel``); ``--serial-baseline`` trains the same network with exact
+serial forward and backprop from the same initial weights and batches. One process for
+now (distribution over ranks is not built yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from typing import Any
+
+import torch
+
+from torchpint.cli import _plots as plots
+from torchpint.cli._common import (
+    COUNT,
+    POSITIVE,
+    bounded,
+    check_writable,
+    save_outputs,
+    say,
+)
+from torchpint.core.mgrit import RELAXATIONS
+from torchpint.data import DATASET_NAMES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``torchpint train-layer-parallel``."""
+    a = parser.add_argument
+    a("--dataset", default="digits", choices=DATASET_NAMES,
+      help="digits and shapes are embedded; the others are read from --data-root "
+      "(default digits)")
+    a("--data-root", default=None, help="folder holding a torchvision data set")
+    a("--image-size", type=COUNT, default=None,
+      help="input size (default: digits 16, shapes 32, else the data set's own)")
+    a("--steps", type=COUNT, default=32, help="residual layers N (default 32)")
+    a("--channels", type=COUNT, default=8, help="channels C of the residual stream (default 8)")
+    a("--T", type=POSITIVE, default=1.0, help="time horizon; step size T/N (default 1.0)")
+    a("--levels", type=COUNT, default=3, help="MGRIT levels (default 3)")
+    a("--cfactor", type=bounded(int, 2), default=4, help="coarsening factor (default 4)")
+    a("--relax", choices=RELAXATIONS, default="F", help="relaxation (default F)")
+    a("--fwd-iters", type=COUNT, default=2, help="MGRIT iterations per forward (default 2)")
+    a("--bwd-iters", type=COUNT, default=1, help="MGRIT iterations per backward (default 1)")
+    a("--epochs", type=COUNT, default=4, help="training epochs (default 4)")
+    a("--batch-size", type=COUNT, default=50, help="examples per step (default 50)")
+    a("--lr", type=POSITIVE, default=0.05, help="base learning rate (default 0.05)")
+    a("--momentum", type=bounded(float, 0, 1, high_open=True), default=0.9,
+      help="SGD momentum (default 0.9)")
+    a("--seed", type=bounded(int, 0), default=0,
+      help="fixes data split, init and batches (default 0)")
+    a("--serial-baseline", action="store_true",
+      help="also train the same network with exact serial forward and backprop")
+    a("--checkpoint-dir", default=None, help="write a checkpoint every epoch here")
+    a("--resume", action="store_true", help="continue from --checkpoint-dir")
+    a("--json", default=None, metavar="PATH", help="write the results as JSON")
+    a("--plot", default=None, metavar="PATH",
+      help="loss and accuracy curves, and the MGRIT residuals of the last batch")
+    a("--no-progress", action="store_true", help="no tqdm progress bar")
+
+
+def gradient_check(net: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """On one batch: the relative 2-norm error of the output and of the parameter
+    gradient of ``net`` against exact serial autograd of ``net.serial()``."""
+    import torch.nn.functional as F
+
+    def run(m: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        m.zero_grad(set_to_none=True)
+        out = m(x)
+        F.cross_entropy(out, y).backward()
+        grads = [p.grad.reshape(-1) for p in m.parameters() if p.grad is not None]
+        return out.detach(), torch.cat(grads)
+
+    out, grad = run(net)
+    ref_out, ref_grad = run(net.serial())
+    net.zero_grad(set_to_none=True)
+    return {"output_rel_err": float((out - ref_out).norm() / ref_out.norm()),
+            "grad_rel_err": float((grad - ref_grad).norm() / ref_grad.norm())}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train as the options say; 0 on success."""
+    from torchpint.core.checkpoint import check_fingerprint
+    from torchpint.data import make_loaders
+    from torchpint.layerparallel import conv_resnet
+    from torchpint.parareal.train import TrainConfig, fit, load_checkpoint
+
+    if args.resume and not args.checkpoint_dir:
+        raise ValueError("--resume needs --checkpoint-dir")
+    check_writable(args.json)
+    check_writable(args.plot)
+    check_writable(args.checkpoint_dir, folder=True)
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum, seed=args.seed)
+    data = make_loaders(args.dataset, data_root=args.data_root, image_size=args.image_size,
+                        batch_size=args.batch_size, seed=args.seed)
+    torch.manual_seed(args.seed)
+    net = conv_resnet(args.steps, args.channels, data.in_channels, data.num_classes, T=args.T,
+                      levels=args.levels, cfactor=args.cfactor, relax=args.relax,
+                      fwd_iters=args.fwd_iters, bwd_iters=args.bwd_iters)
+    serial = copy.deepcopy(net).serial() if args.serial_baseline else None
+    run_id = {"model": "conv_resnet", "steps": args.steps, "channels": args.channels,
+              "T": args.T, "dataset": data.name, "image_size": data.image_size,
+              "batch_size": args.batch_size}
+    solver_id = {"levels": args.levels, "cfactor": args.cfactor, "relax": args.relax,
+                 "fwd_iters": args.fwd_iters, "bwd_iters": args.bwd_iters}
+    ckpts = {label: os.path.join(args.checkpoint_dir, f"{label}.pt") if args.checkpoint_dir
+             else None for label in ("layer_parallel", "serial")}
+    fingerprints = {"layer_parallel": {**run_id, **solver_id}, "serial": run_id}
+    for label, path in ckpts.items():
+        if args.resume and path and os.path.exists(path):
+            check_fingerprint(load_checkpoint(path).get("run"), fingerprints[label], path)
+    x, y = next(iter(data.train))
+    check = gradient_check(net, x, y)
+    say(f"train-layer-parallel: N={args.steps} steps of {args.channels} channels on "
+        f"{data.name}, {args.levels} levels, cfactor {args.cfactor}, {args.relax}-relaxation, "
+        f"{args.fwd_iters} forward / {args.bwd_iters} backward iterations; first batch: "
+        f"output error {check['output_rel_err']:.2e}, gradient error "
+        f"{check['grad_rel_err']:.2e} (vs exact backprop)")
+    results: dict[str, Any] = {"gradient_check": check}
+    common = dict(resume=args.resume, progress=not args.no_progress)
+    res = fit(net, data.train, data.test, cfg, label="layer_parallel",
+              checkpoint=ckpts["layer_parallel"], extra_state={"run": fingerprints[
+                  "layer_parallel"]}, **common)
+    results["layer_parallel"] = {
+        "test_accuracy": res.test_accuracy, "step_time_s": res.step_time_s,
+        "fwd_iters": args.fwd_iters, "bwd_iters": args.bwd_iters,
+        "fwd_residuals": net.fwd_residuals, "bwd_residuals": net.bwd_residuals,
+        **res.to_dict(),
+    }
+    results["serial"] = None
+    if serial is not None:
+        sres = fit(serial, data.train, data.test, cfg, label="serial",
+                   checkpoint=ckpts["serial"], extra_state={"run": fingerprints["serial"]},
+                   **common)
+        results["serial"] = {"test_accuracy": sres.test_accuracy,
+                             "step_time_s": sres.step_time_s, **sres.to_dict()}
+    results["config"] = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    lp = results["layer_parallel"]
+    say(f"layer-parallel: test accuracy {lp['test_accuracy']:.2f}%  step "
+        f"{1e3 * lp['step_time_s']:.1f} ms")
+    if results["serial"] is not None:
+        s = results["serial"]
+        say(f"serial: test accuracy {s['test_accuracy']:.2f}%  step "
+            f"{1e3 * s['step_time_s']:.1f} ms")
+    residuals = {"forward": net.fwd_residuals, "adjoint": net.bwd_residuals}
+    save_outputs(args, results, lambda path: plots.plot_training_curves(
+        results, path, labels=("layer_parallel", "serial"), residuals=residuals))
+    return 0

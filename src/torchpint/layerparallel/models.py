@@ -1,0 +1,28 @@
+"""A convolutional residual network laid out for layer-parallel training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from torchpint.layerparallel.module import LayerParallel
+
+
+def conv_resnet(
+    steps: int = 32,
+    channels: int = 8,
+    in_channels: int = 3,
+    num_classes: int = 10,
+    **options: Any,
+) -> LayerParallel:
+    """``open`` (3x3 conv to ``channels``, ReLU), ``steps`` residual steps
+    ``u + h ReLU(conv3x3(u))``, ``close`` (global average pooling, linear); ``options`` go
+    to :class:`LayerParallel` (T, levels, cfactor, relax, fwd_iters, bwd_iters)."""
+    if steps < 1 or channels < 1 or in_channels < 1 or num_classes < 1:
+        raise ValueError("steps, channels, in_channels and num_classes must be >= 1")
+    open_ = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU())
+    layers = [nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+              for _ in range(steps)]
+    close = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+    return LayerParallel(open_, layers, close, **options)

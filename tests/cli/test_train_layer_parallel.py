@@ -1,0 +1,46 @@
+"""``torchpint train-layer-parallel`` end to end on a tiny configuration."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from torchpint.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ["train-layer-parallel", "--image-size", "8", "--steps", "4", "--channels", "4",
+        "--levels", "2", "--cfactor", "2", "--batch-size", "256", "--no-progress"]  # fmt: skip
+
+
+def test_json_plot_and_gradient_check(tmp_path):
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    assert main([*TINY, "--epochs", "1", "--serial-baseline", "--json", str(out),
+                 "--plot", str(png)]) == 0
+    r = json.loads(out.read_text())
+    lp = r["layer_parallel"]
+    assert 0 <= lp["test_accuracy"] <= 100 and lp["step_time_s"] > 0
+    assert lp["fwd_iters"] == 2 and lp["bwd_iters"] == 1
+    assert len(lp["fwd_residuals"]) == 2 and len(lp["bwd_residuals"]) == 1
+    assert r["serial"]["step_time_s"] > 0
+    # 4 steps, two levels, m = 2: two forward iterations are exact; one adjoint is not
+    assert r["gradient_check"]["output_rel_err"] < 1e-6
+    assert 0 < r["gradient_check"]["grad_rel_err"] < 1
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_exact_settings_match_backprop(tmp_path):
+    out = tmp_path / "r.json"
+    assert main([*TINY, "--epochs", "1", "--bwd-iters", "2", "--json", str(out)]) == 0
+    check = json.loads(out.read_text())["gradient_check"]
+    assert check["output_rel_err"] < 1e-6 and check["grad_rel_err"] < 1e-5  # float32
+
+
+def test_resume_refuses_other_solver_settings(tmp_path, capsys):
+    d = str(tmp_path / "ck")
+    assert main([*TINY, "--epochs", "2", "--checkpoint-dir", d]) == 0
+    capsys.readouterr()
+    assert main([*TINY, "--epochs", "2", "--checkpoint-dir", d, "--resume",
+                 "--fwd-iters", "3"]) == 2
+    assert "fwd_iters" in capsys.readouterr().err
