@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     data = make_loaders(args.dataset, data_root=args.data_root, image_size=args.image_size,
                         batch_size=args.batch_size, seed=args.seed)
     torch.manual_seed(args.seed)
-    net = conv_resnet(args.steps, args.channels, data.in_channels, data.num_classes, T=args.T,
+    net = conv_resnet(args.steps, args.channels, data.in_channels, data.num_classes,
+                      data.image_size, T=args.T,
                       levels=args.levels, cfactor=args.cfactor, relax=args.relax,
                       fwd_iters=args.fwd_iters, bwd_iters=args.bwd_iters)
     serial = copy.deepcopy(net).serial() if args.serial_baseline else None

@@ -14,15 +14,17 @@ def conv_resnet(
     channels: int = 8,
     in_channels: int = 3,
     num_classes: int = 10,
+    image_size: int = 16,
     **options: Any,
 ) -> LayerParallel:
     """``open`` (3x3 conv to ``channels``, ReLU), ``steps`` residual steps
-    ``u + h ReLU(conv3x3(u))``, ``close`` (global average pooling, linear); ``options`` go
-    to :class:`LayerParallel` (T, levels, cfactor, relax, fwd_iters, bwd_iters)."""
-    if steps < 1 or channels < 1 or in_channels < 1 or num_classes < 1:
-        raise ValueError("steps, channels, in_channels and num_classes must be >= 1")
+    ``u + h ReLU(conv3x3(u))``, ``close`` (flatten, linear: the classifier sees where
+    features are, as in TorchBraid's MNIST network); ``options`` go to
+    :class:`LayerParallel` (T, levels, cfactor, relax, fwd_iters, bwd_iters)."""
+    if min(steps, channels, in_channels, num_classes, image_size) < 1:
+        raise ValueError("steps, channels, in_channels, num_classes, image_size must be >= 1")
     open_ = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU())
     layers = [nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
               for _ in range(steps)]
-    close = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+    close = nn.Sequential(nn.Flatten(), nn.Linear(channels * image_size**2, num_classes))
     return LayerParallel(open_, layers, close, **options)
