@@ -131,6 +131,19 @@ def check_writable(path: str | os.PathLike | None, folder: bool = False) -> None
         raise ValueError(f"cannot write {p}: {err.strerror or err}") from err
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: every output option of the subcommand can be written, and
+    ``--resume`` has a checkpoint to continue."""
+    saved = getattr(args, "checkpoint", None) or getattr(args, "checkpoint_dir", None)
+    if getattr(args, "resume", False) and not saved:
+        flag = "--checkpoint PATH" if hasattr(args, "checkpoint") else "--checkpoint-dir DIR"
+        raise ValueError(f"--resume needs {flag} (the run to continue)")
+    for name in ("json", "plot", "checkpoint"):
+        check_writable(getattr(args, name, None))
+    for name in ("checkpoint_dir", "out"):
+        check_writable(getattr(args, name, None), folder=True)
+
+
 def add_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=POSITIVE, default=300.0,

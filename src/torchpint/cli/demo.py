@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from torchpint.cli._common import check_writable
+from torchpint.cli._common import check_outputs
 from torchpint.cli._plots import plot_residuals
 from torchpint.core import MGRIT, serial_solve
 from torchpint.problems import Heat1D
@@ -67,7 +67,7 @@ def _subcommand(name: str, argv: list[str], out: Path) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """The three parts in order; every output under ``--out``."""
-    check_writable(args.out, folder=True)
+    check_outputs(args)
     out = Path(args.out)
     torch.manual_seed(0)
     summary = {"mgrit_heat1d": _mgrit_heat(out, args.quick)}

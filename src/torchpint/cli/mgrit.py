@@ -12,7 +12,7 @@ from torchpint.cli._common import (
     POSITIVE,
     add_timeout,
     bounded,
-    check_writable,
+    check_outputs,
     save_outputs,
     say,
 )
@@ -67,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
     """Solve as the options say; 0 converged, 1 not converged."""
     from torchpint.core import MGRIT, Parareal, init_distributed, serial_solve
 
-    check_writable(args.json)
-    check_writable(args.plot)
+    check_outputs(args)
     distributed = init_distributed(timeout=args.timeout)
     problem = _problem(args)
 

@@ -20,7 +20,7 @@ from torchpint.cli._common import (
     COUNT,
     POSITIVE,
     bounded,
-    check_writable,
+    check_outputs,
     save_outputs,
     say,
 )
@@ -88,11 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from torchpint.layerparallel import conv_resnet
     from torchpint.parareal.train import TrainConfig, fit, load_checkpoint
 
-    if args.resume and not args.checkpoint_dir:
-        raise ValueError("--resume needs --checkpoint-dir")
-    check_writable(args.json)
-    check_writable(args.plot)
-    check_writable(args.checkpoint_dir, folder=True)
+    check_outputs(args)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum, seed=args.seed)
     data = make_loaders(args.dataset, data_root=args.data_root, image_size=args.image_size,
                         batch_size=args.batch_size, seed=args.seed)

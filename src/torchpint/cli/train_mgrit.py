@@ -16,7 +16,7 @@ from torchpint.cli._common import (
     POSITIVE,
     add_timeout,
     bounded,
-    check_writable,
+    check_outputs,
     is_main,
     save_outputs,
     say,
@@ -94,10 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from torchpint.training.api import train_mgrit
     from torchpint.training.tasks import make_task
 
-    if args.resume and not args.checkpoint:
-        raise ValueError("--resume needs --checkpoint PATH (the run to continue)")
-    for path in (args.json, args.plot, args.checkpoint):
-        check_writable(path)
+    check_outputs(args)
     if args.threads:
         from threadpoolctl import threadpool_limits
 

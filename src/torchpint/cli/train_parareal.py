@@ -23,7 +23,7 @@ from torchpint.cli._common import (
     POSITIVE,
     add_timeout,
     bounded,
-    check_writable,
+    check_outputs,
     is_main,
     local_rank,
     parse_devices,
@@ -168,11 +168,7 @@ def _train(args: argparse.Namespace) -> int:
     from torchpint.parareal import parareal_network
     from torchpint.parareal.train import TrainConfig, fit, load_checkpoint
 
-    if args.resume and not args.checkpoint_dir:
-        raise ValueError("--resume needs --checkpoint-dir")
-    check_writable(args.json)
-    check_writable(args.plot)
-    check_writable(args.checkpoint_dir, folder=True)
+    check_outputs(args)
     chunks, devices, home = _placement(args)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed)
