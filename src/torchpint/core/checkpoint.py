@@ -14,6 +14,7 @@ import hashlib
 import json
 import numbers
 import os
+import pickle
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Any
 
 import torch
 
-_RESUME_HINT = "delete it (or use another checkpoint path) to start afresh, or run without resume"
+RESUME_HINT = \
+    "delete it (or use another checkpoint path) to start afresh, or run without resume"
 
 
 class CheckpointError(ValueError):
@@ -44,34 +46,52 @@ def atomic_save(payload: Any, path: str | os.PathLike) -> None:
     os.replace(tmp, p)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The dict saved at ``path``, loaded with ``weights_only=True``.
+def load_checkpoint(path: str | os.PathLike, hint: str = RESUME_HINT) -> dict[str, Any]:
+    """The dict saved at ``path``, loaded onto the CPU with ``weights_only=True``.
 
-    Raises :class:`CheckpointError` naming the file when it is empty, truncated, corrupt
-    or holds something other than a dict (a checkpoint must not be able to run code, so
-    anything beyond tensors and plain types is refused too).
+    A missing file raises ``FileNotFoundError``. A folder, an empty, truncated or corrupt
+    file, one holding objects beyond tensors and plain data (a checkpoint must not be able
+    to run code), or one that is not a dict raises :class:`CheckpointError` naming the
+    file and ending in ``hint`` (what to do instead).
     """
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"checkpoint {p} is a folder, not a file; {hint}")
     try:
         size = p.stat().st_size
+    except FileNotFoundError:
+        raise
     except OSError as err:
         raise CheckpointError(f"cannot read checkpoint {p}: {err}") from err
     if size == 0:
-        raise CheckpointError(f"checkpoint {p} is empty; {_RESUME_HINT}")
+        raise CheckpointError(f"checkpoint {p} is empty; {hint}")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL \S+", str(err))
+        if found is None:  # a torn or foreign pickle
+            raise CheckpointError(f"checkpoint {p} cannot be read (corrupt or truncated: "
+                                  f"{_first_line(err)}); {hint}") from err
+        raise CheckpointError(
+            f"checkpoint {p} cannot be read: it holds objects other than tensors and plain "
+            f"data ({found.group(0)}), which torchpint does not load (a checkpoint must not "
+            f"run code); {hint}"
+        ) from err
+    except Exception as err:  # torch raises RuntimeError, EOFError, ... on a damaged file
         raise CheckpointError(
             f"checkpoint {p} cannot be read (corrupt, truncated, or not a torchpint "
-            f"checkpoint: {first[:300]}); {_RESUME_HINT}"
+            f"checkpoint: {_first_line(err)}); {hint}"
         ) from err
     if not isinstance(state, dict):
         raise CheckpointError(
-            f"checkpoint {p} holds a {type(state).__name__}, not a torchpint checkpoint; "
-            f"{_RESUME_HINT}"
+            f"checkpoint {p} holds a {type(state).__name__}, not a torchpint checkpoint; {hint}"
         )
     return state
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def tensor_digest(t: torch.Tensor) -> str:
@@ -151,14 +171,14 @@ def check_fingerprint(
         raise CheckpointMismatchError(
             f"checkpoint does not match this run: {path} has no fingerprint (it was written "
             f"by an older torchpint), so it cannot be shown to belong to this run; "
-            f"{_RESUME_HINT}"
+            f"{RESUME_HINT}"
         )
     diff = fingerprint_diff(saved, mine)
     if diff:
         raise CheckpointMismatchError(
             f"checkpoint does not match this run: {path} was written by another run; "
-            f"differing fields: " + "; ".join(diff) + f". {_RESUME_HINT[0].upper()}"
-            f"{_RESUME_HINT[1:]}."
+            f"differing fields: " + "; ".join(diff) + f". {RESUME_HINT[0].upper()}"
+            f"{RESUME_HINT[1:]}."
         )
 
 

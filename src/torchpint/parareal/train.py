@@ -17,8 +17,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import pickle
-import re
 import statistics
 import time
 from collections.abc import Callable
@@ -34,6 +32,7 @@ from torch.utils.data import DataLoader
 from torchpint.common.seeds import mix_seed
 from torchpint.core import DivergenceError
 from torchpint.core.checkpoint import atomic_save
+from torchpint.core.checkpoint import load_checkpoint as read_checkpoint
 from torchpint.parareal.network import PararealNetwork
 
 SCHEDULES = ("cosine", "step")
@@ -211,40 +210,17 @@ _UNREADABLE = "delete it, or drop --resume to start from scratch"
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by ``fit`` (onto the CPU; ``load_state_dict`` places it).
 
-    Loaded with ``weights_only=True``: tensors and plain data only, so a file cannot run
-    code. A missing file raises ``FileNotFoundError``; an empty, truncated or corrupt file,
-    or one that is not a training checkpoint, raises ``ValueError`` naming it.
+    Read safely by :func:`torchpint.core.checkpoint.load_checkpoint` (``weights_only``; a
+    missing file is ``FileNotFoundError``, a damaged one a ``ValueError`` naming it), and
+    refused unless it has every key ``fit`` writes.
     """
-    name = os.fspath(path)
-    if os.path.isdir(name):
-        raise ValueError(f"checkpoint {name} is a folder, not a file; {_UNREADABLE}")
-    if os.path.isfile(name) and os.path.getsize(name) == 0:
-        raise ValueError(f"checkpoint {name} is empty; {_UNREADABLE}")
-    try:
-        state = torch.load(name, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except PermissionError as err:
-        raise ValueError(f"cannot read checkpoint {name}: {err}") from err
-    except pickle.UnpicklingError as err:  # weights_only refused an object, or a torn pickle
-        found = re.search(r"Unsupported global: GLOBAL \S+", str(err))
-        detail = f" ({found.group(0).strip()})" if found else ""
+    state = read_checkpoint(path, hint=_UNREADABLE)
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
         raise ValueError(
-            f"cannot load checkpoint {name}: it is corrupt or holds objects other than tensors "
-            f"and plain data{detail}, which torchpint does not load (a checkpoint must not run "
-            f"code); {_UNREADABLE}"
-        ) from err
-    except Exception as err:  # torch.load fails in many ways on a damaged file
-        text = str(err).strip()
-        first = text.splitlines()[0].split(". ")[0] if text else ""
-        raise ValueError(
-            f"cannot load checkpoint {name}: it is truncated or corrupt "
-            f"({type(err).__name__}{': ' + first if first else ''}); {_UNREADABLE}"
-        ) from err
-    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else None
-    if missing is None or missing:
-        what = f"no {', '.join(missing)}" if missing else f"a {type(state).__name__}"
-        raise ValueError(f"{name} is not a torchpint training checkpoint ({what}); {_UNREADABLE}")
+            f"{os.fspath(path)} is not a torchpint training checkpoint (no "
+            f"{', '.join(missing)}); {_UNREADABLE}"
+        )
     return state
 
 
