@@ -83,10 +83,9 @@ def gradient_check(net: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, floa
 
 def run(args: argparse.Namespace) -> int:
     """Train as the options say; 0 on success."""
-    from torchpint.core.checkpoint import check_fingerprint
     from torchpint.data import make_loaders
     from torchpint.layerparallel import conv_resnet
-    from torchpint.parareal.train import TrainConfig, fit, load_checkpoint
+    from torchpint.parareal.train import TrainConfig, fit
 
     check_outputs(args)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum, seed=args.seed)
@@ -105,10 +104,6 @@ def run(args: argparse.Namespace) -> int:
                  "fwd_iters": args.fwd_iters, "bwd_iters": args.bwd_iters}
     ckpts = {label: os.path.join(args.checkpoint_dir, f"{label}.pt") if args.checkpoint_dir
              else None for label in ("layer_parallel", "serial")}
-    fingerprints = {"layer_parallel": {**run_id, **solver_id}, "serial": run_id}
-    for label, path in ckpts.items():
-        if args.resume and path and os.path.exists(path):
-            check_fingerprint(load_checkpoint(path).get("run"), fingerprints[label], path)
     x, y = next(iter(data.train))
     check = gradient_check(net, x, y)
     say(f"train-layer-parallel: N={args.steps} steps of {args.channels} channels on "
@@ -119,8 +114,7 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {"gradient_check": check}
     common = dict(resume=args.resume, progress=not args.no_progress)
     res = fit(net, data.train, data.test, cfg, label="layer_parallel",
-              checkpoint=ckpts["layer_parallel"], extra_state={"run": fingerprints[
-                  "layer_parallel"]}, **common)
+              checkpoint=ckpts["layer_parallel"], run={**run_id, **solver_id}, **common)
     results["layer_parallel"] = {
         "test_accuracy": res.test_accuracy, "step_time_s": res.step_time_s,
         "fwd_iters": args.fwd_iters, "bwd_iters": args.bwd_iters,
@@ -130,8 +124,7 @@ def run(args: argparse.Namespace) -> int:
     results["serial"] = None
     if serial is not None:
         sres = fit(serial, data.train, data.test, cfg, label="serial",
-                   checkpoint=ckpts["serial"], extra_state={"run": fingerprints["serial"]},
-                   **common)
+                   checkpoint=ckpts["serial"], run=run_id, **common)
         results["serial"] = {"test_accuracy": sres.test_accuracy,
                              "step_time_s": sres.step_time_s, **sres.to_dict()}
     results["config"] = {k: v for k, v in vars(args).items() if not k.startswith("_")}

@@ -184,15 +184,12 @@ def _train(args: argparse.Namespace) -> int:
     run = {"model": args.model, "depth": args.depth, "width": args.width, "dataset": data.name,
            "image_size": data.image_size, "batch_size": args.batch_size}
     para_run = {**run, "chunks": chunks, "iterations": args.iterations, "coarse": args.coarse}
-    base_ckpt = _ckpt(args, "baseline") if baseline is not None else None
     cuts = _parse_cuts(args.cut_points)
     ckpt = _ckpt(args, "parareal")
-    for path, fingerprint in ((ckpt, para_run), (base_ckpt, run)):
-        if args.resume and path and os.path.exists(path):
-            state = load_checkpoint(path)
-            check_fingerprint(state.get("run"), fingerprint, path)
-            if path == ckpt:
-                cuts = state.get("cut_points", cuts)  # the split it was trained with
+    if args.resume and ckpt and os.path.exists(ckpt):  # the split it was trained with
+        state = load_checkpoint(ckpt)
+        check_fingerprint(state.get("run"), para_run, ckpt)  # before using its cut points
+        cuts = state.get("cut_points", cuts)
     example = next(iter(data.train))[0][:8].to(home)
     net = parareal_network(model, chunks, iterations=args.iterations, cut_points=cuts,
                            balance=args.balance, coarse=args.coarse, example_input=example,
@@ -206,7 +203,7 @@ def _train(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {}
     res = fit(net, data.train, data.test, cfg, label="parareal", checkpoint=ckpt,
               resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
-              extra_state={"cut_points": net.cut_points, "run": para_run})
+              extra_state={"cut_points": net.cut_points}, run=para_run)
     results["parareal"] = {
         **res.to_dict(),
         "chunks": chunks,
@@ -223,8 +220,8 @@ def _train(args: argparse.Namespace) -> int:
         if world > 1:
             torch.set_num_threads(os.cpu_count() or 1)  # torchrun set 1 thread per rank
         base_res = fit(baseline, data.train, data.test, cfg, label="baseline",
-                       checkpoint=base_ckpt, resume=args.resume, stop_after=args.stop_after,
-                       progress=not args.no_progress, extra_state={"run": run})
+                       checkpoint=_ckpt(args, "baseline"), resume=args.resume,
+                       stop_after=args.stop_after, progress=not args.no_progress, run=run)
         results["baseline"] = {**base_res.to_dict(), "threads": torch.get_num_threads()}
     else:
         results["baseline"] = None

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from torchpint.common.seeds import mix_seed
 from torchpint.core import DivergenceError
-from torchpint.core.checkpoint import atomic_save
+from torchpint.core.checkpoint import atomic_save, check_fingerprint
 from torchpint.core.checkpoint import load_checkpoint as read_checkpoint
 from torchpint.parareal.network import PararealNetwork
 
@@ -274,6 +274,7 @@ def fit(
     progress: bool = True,
     log: Callable[[str], None] | None = print,
     extra_state: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` by ``cfg``; evaluate, checkpoint and log after every epoch.
 
@@ -285,6 +286,9 @@ def fit(
         progress: a tqdm bar over the batches of each epoch (main process only).
         extra_state: stored in the checkpoint as is (e.g. the cut points); tensors and
             plain data only (checkpoints load with ``weights_only=True``).
+        run: what identifies the run beyond the recipe (model, data set, batch size...),
+            as plain data: stored in the checkpoint, and a checkpoint of another run is
+            refused on resume (``CheckpointMismatchError`` naming the fields).
 
     Raises ``DivergenceError`` when the loss, the test loss or the weights turn non-finite,
     naming the epoch and step and the likely cause; no checkpoint is written for that
@@ -311,6 +315,8 @@ def fit(
     saved: int | None = None  # the epoch of the checkpoint on disk from this run
     if resume and checkpoint and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint)
+        if run is not None:
+            check_fingerprint(state.get("run"), run, checkpoint)
         if state.get("config") != asdict(cfg):
             diff = {
                 k: (state.get("config", {}).get(k), v)
@@ -438,6 +444,7 @@ def fit(
                         "history": [asdict(h) for h in result.history],
                         "step_times": result.step_times,
                         **(extra_state or {}),
+                        **({"run": run} if run is not None else {}),
                     },
                     checkpoint,
                 )
