@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from torchpint.core.checkpoint import (
+    RESUME_HINT,
     CheckpointError,
     atomic_save,
     check_fingerprint,
@@ -35,11 +36,12 @@ from torchpint.core.checkpoint import (
     tensor_digest,
 )
 from torchpint.core.distributed import make_comm
-from torchpint.core.grid import Grid, Partition, is_integer
+from torchpint.core.grid import Grid, Partition, is_integer, require_int
 from torchpint.core.history import DivergenceError, MGRITResult
 from torchpint.core.problem import Problem, check_step_output
 
 _TAG_F, _TAG_V, _TAG_SOLVE = 1, 2, 3
+_RESUME_SET_HINT = "delete the files to start afresh, or run without resume"
 CYCLES = ("V", "F")
 RELAXATIONS = ("F", "FCF")
 
@@ -92,12 +94,10 @@ class MGRIT:
             raise ValueError(f"cycle must be one of {CYCLES}, got {cycle!r}")
         if relax not in RELAXATIONS:
             raise ValueError(f"relax must be one of {RELAXATIONS}, got {relax!r}")
-        if not is_integer(cf_iter) or cf_iter < 1:
-            raise ValueError(f"cf_iter must be an integer >= 1, got {cf_iter!r}")
+        require_int("cf_iter", cf_iter, 1)
         if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
             raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
-        if not is_integer(max_iter) or max_iter < 1:
-            raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+        require_int("max_iter", max_iter, 1)
         if not divergence_factor > 1:
             raise ValueError(f"divergence_factor must be > 1, got {divergence_factor!r}")
         self.problem = problem
@@ -148,11 +148,13 @@ class MGRIT:
         """Iterations done in the current (or last) solve."""
         return self._iteration
 
-    def _reset(self, u0: torch.Tensor) -> None:
-        """Start a new solve from ``u0``: zero iterate with u_0 at point 0, empty history."""
+    def _reset(self, u0: torch.Tensor, keep_fine: bool = False) -> None:
+        """Start a new solve from ``u0``: zero iterate (``keep_fine``: the fine iterate
+        stays, a warm start) with u_0 at point 0, empty history."""
         self._u0 = u0
         for l, U in enumerate(self._U):
-            U.zero_()
+            if not (keep_fine and l == 0):
+                U.zero_()
             if self._count[l] and self._first[l] == 0:
                 U[1] = u0
         self._cache_valid = False
@@ -482,7 +484,7 @@ class MGRIT:
             got = (tuple(u.shape), u.dtype) if isinstance(u, torch.Tensor) else type(u).__name__
             raise CheckpointError(
                 f"checkpoint {path} holds an iterate of {got}, expected shape {want}, dtype "
-                f"{self._u0.dtype}; delete it to start afresh, or run without resume"
+                f"{self._u0.dtype}; {RESUME_HINT}"
             )
 
     def _checkpoint_source(self, path: Path) -> tuple[int, dict[int, Path], dict[Path, Any]]:
@@ -510,7 +512,7 @@ class MGRIT:
         if not is_integer(world) or world < 2:
             raise CheckpointError(
                 f"checkpoint {lowest} does not say how many ranks wrote it (world={world!r}); "
-                "delete it to start afresh, or run without resume"
+                f"{RESUME_HINT}"
             )
         world = int(world)
         return world, {r: f for r, f in ranks.items() if r < world}, {lowest: state}
@@ -555,8 +557,7 @@ class MGRIT:
                 raise CheckpointError(
                     f"checkpoint {f} does not continue the slabs of {path} (rank {r} of "
                     f"{world}: slab {slab}, world {state.get('world')}, expected a slab from "
-                    f"point {covered}): the files are from different runs; delete them to "
-                    "start afresh, or run without resume"
+                    f"point {covered}): the files are from different runs; {_RESUME_SET_HINT}"
                 )
             a, b = int(slab[0]), int(slab[1])
             self._check_rows(state, f, b - a + 1)
@@ -567,8 +568,7 @@ class MGRIT:
                 raise CheckpointError(
                     f"the files of checkpoint {path} are from different iterations ("
                     f"{head['file']}: {head['iteration']}, {f}: {state['iteration']}): the "
-                    "run stopped while writing them; delete them to start afresh, or run "
-                    "without resume"
+                    f"run stopped while writing them; {_RESUME_SET_HINT}"
                 )
             # rows 1.. of a file are points a .. b-1; this rank needs lo-1 (ghost) .. hi-1
             first, last = max(a, lo - 1, 0), min(b, hi)
@@ -579,7 +579,7 @@ class MGRIT:
         if covered != nt + 1 or head is None:
             raise CheckpointError(
                 f"checkpoint {path} covers points 0 .. {covered - 1}, not the {nt + 1} fine "
-                "points of this problem; delete it to start afresh, or run without resume"
+                f"points of this problem; {RESUME_HINT}"
             )
         self._iteration = int(head["iteration"])
         self._residuals = [float(x) for x in head["residuals"]]
@@ -601,8 +601,7 @@ class MGRIT:
             err = e
         except Exception as e:  # a malformed state: name the file, keep the cause
             err = CheckpointError(
-                f"checkpoint {path} cannot be resumed ({type(e).__name__}: {e}); delete it "
-                "(or use another checkpoint path) to start afresh, or run without resume"
+                f"checkpoint {path} cannot be resumed ({type(e).__name__}: {e}); {RESUME_HINT}"
             )
             err.__cause__ = e
         if self.comm.size > 1:
@@ -612,32 +611,39 @@ class MGRIT:
                                  device=self._U[0].device)
             flags = self.comm.all_reduce(flags, "max", "the checkpoint check").tolist()
             failed, hi, lo = flags[0], flags[1:4], [-x for x in flags[4:]]
-            retry = "; delete the files to start afresh, or run without resume"
-            if err is not None:
-                pass
-            elif failed:
-                err = CheckpointError(
-                    f"rank {self.comm.rank}: another rank could not resume from checkpoint "
-                    f"{path}; see its error"
-                )
-            elif hi[0] != lo[0]:
-                err = CheckpointError(
-                    f"some ranks found checkpoint {path} and others did not: every rank must "
-                    f"see the same files (a shared file system){retry}"
-                )
-            elif hi[2] != lo[2]:
-                err = CheckpointError(
-                    f"the ranks found checkpoints of {path} written by {lo[2]:g} and by "
-                    f"{hi[2]:g} ranks: files of different runs are mixed there{retry}"
-                )
-            elif hi[1] != lo[1]:
-                err = CheckpointError(
-                    f"the ranks' files of checkpoint {path} are from different iterations "
-                    f"({lo[1]:g} and {hi[1]:g}): the run stopped while writing them{retry}"
-                )
+            if err is None:
+                err = self._disagreement(path, failed, hi, lo)
         if err is not None:
             raise err
         return resumed
+
+    def _disagreement(
+        self, path: str | Path, failed: float, hi: list[float], lo: list[float]
+    ) -> CheckpointError | None:
+        """The error every rank raises when the ranks' resumes disagree (``hi``/``lo``: the
+        largest and smallest of resumed, iteration, writers' world over the ranks)."""
+        if failed:
+            return CheckpointError(
+                f"rank {self.comm.rank}: another rank could not resume from checkpoint "
+                f"{path}; see its error"
+            )
+        if hi[0] != lo[0]:
+            return CheckpointError(
+                f"some ranks found checkpoint {path} and others did not: every rank must "
+                f"see the same files (a shared file system); {_RESUME_SET_HINT}"
+            )
+        if hi[2] != lo[2]:
+            return CheckpointError(
+                f"the ranks found checkpoints of {path} written by {lo[2]:g} and by "
+                f"{hi[2]:g} ranks: files of different runs are mixed there; {_RESUME_SET_HINT}"
+            )
+        if hi[1] != lo[1]:
+            return CheckpointError(
+                f"the ranks' files of checkpoint {path} are from different iterations "
+                f"({lo[1]:g} and {hi[1]:g}): the run stopped while writing them; "
+                f"{_RESUME_SET_HINT}"
+            )
+        return None
 
     # -- the solve ----------------------------------------------------------------------
     def solve(
@@ -670,17 +676,12 @@ class MGRIT:
         if initial is not None and warm_start:
             raise ValueError("give an initial guess or warm_start=True, not both")
         start = self._initial_value(u0)
-        previous = self._U[0].clone() if warm_start else None
-        self._reset(start)
+        self._reset(start, keep_fine=warm_start)
         resumed = False
         if checkpoint is not None and resume:
             resumed = self._resume(checkpoint)
-        if not resumed:
-            if previous is not None:
-                self._U[0].copy_(previous)
-                if self._first[0] == 0:
-                    self._U[0][1] = start
-            elif initial is not None:
+        if not resumed and not warm_start:
+            if initial is not None:
                 self._set_initial(initial)
             elif self.nested:
                 self._nested_iteration()
@@ -774,7 +775,7 @@ class Parareal(MGRIT):
     """
 
     def __init__(self, problem: Problem, chunks: int, **kwargs: Any) -> None:
-        if int(chunks) != chunks or chunks < 2 or problem.nt % chunks:
+        if not is_integer(chunks) or chunks < 2 or problem.nt % chunks:
             raise ValueError(
                 f"chunks must be an integer >= 2 that divides the {problem.nt} time steps, "
                 f"got {chunks!r}"

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from torchpint.core import MGRIT
+from torchpint.core.grid import require_int
 from torchpint.core.mgrit import RELAXATIONS
 from torchpint.layerparallel.problems import (
     AdjointProblem,
@@ -80,14 +81,9 @@ class LayerParallel(nn.Module):
             raise ValueError(f"T must be a finite number > 0, got {T!r}")
         if relax not in RELAXATIONS:
             raise ValueError(f"relax must be one of {RELAXATIONS}, got {relax!r}")
-        for name, k in (("fwd_iters", fwd_iters), ("bwd_iters", bwd_iters)):
-            if int(k) != k or k < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {k!r}")
-        if int(levels) != levels or levels < 1 or int(cfactor) != cfactor or cfactor < 2:
-            raise ValueError(
-                f"levels must be an integer >= 1 and cfactor one >= 2, got {levels!r}, "
-                f"{cfactor!r}"
-            )
+        for name, k, least in (("fwd_iters", fwd_iters, 1), ("bwd_iters", bwd_iters, 1),
+                               ("levels", levels, 1), ("cfactor", cfactor, 2)):
+            require_int(name, k, least)
         if n % cfactor ** (levels - 1):
             raise ValueError(
                 f"{n} steps cannot make {levels} levels with cfactor {cfactor}: N must be "
