@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -112,16 +114,80 @@ def test_trains_with_a_torch_optimizer():
     assert losses[-1] < 0.5 * losses[0]
 
 
-@pytest.mark.parametrize("extra", [nn.BatchNorm1d(D), nn.Dropout(0.2)])
-def test_step_state_outside_the_weights_is_refused_in_training(extra):
-    """Running statistics and dropout masks would change with every MGRIT step: refused
-    with a fix named until they are supported; in eval mode the steps are fixed again."""
+def _copies(extra: nn.Module, n: int = 8) -> list[nn.Module]:
     torch.manual_seed(0)
-    net = LayerParallel(nn.Identity(), [nn.Sequential(nn.Linear(D, D), extra)] * 4,
-                        nn.Identity(), levels=2, cfactor=2).double()
-    x = torch.randn(8, D, dtype=torch.float64)
-    with pytest.raises(ValueError, match="not supported yet"):
-        net(x)
+    return [nn.Sequential(nn.Linear(D, D), copy.deepcopy(extra), nn.Tanh()) for _ in range(n)]
+
+
+def test_batch_norm_statistics_are_updated_once_per_batch_as_serial_training_does():
+    """Converged MGRIT with batch norm in the steps trains as the serial network does:
+    the same weights and the same running statistics after a few SGD steps."""
+    net = LayerParallel(nn.Linear(3, D), _copies(nn.BatchNorm1d(D)), nn.Linear(D, 2), T=2.0,
+                        levels=3, cfactor=2, fwd_iters=20, bwd_iters=20).double()
+    ref = copy.deepcopy(net).serial()
+    for m in (net, ref):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        for b in range(3):
+            opt.zero_grad()
+            m(X + b).square().sum().backward()
+            opt.step()
+    got, want = net.state_dict(), ref.state_dict()
+    assert len(got) == len(want)
+    for (k, a), b in zip(got.items(), want.values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9, msg=k)
+    assert int(net.steps[0][1].num_batches_tracked) == 3
+
+
+def test_dropout_masks_are_fixed_per_batch_and_layer():
+    """With dropout, MGRIT iterations converge (every call of a layer in one batch draws
+    the same mask) to the sequential sweep with those masks (one level); a new batch
+    draws new masks, and eval mode none."""
+    def net(levels: int) -> LayerParallel:
+        torch.manual_seed(5)  # the same mask seed
+        return LayerParallel(nn.Linear(3, D), _copies(nn.Dropout(0.3)), nn.Linear(D, 2),
+                             T=2.0, levels=levels, cfactor=2, fwd_iters=20,
+                             bwd_iters=20).double()
+
+    multi, one = net(3), net(1)
+    assert multi.keyed_rng and multi.fwd_residuals == []
+    out_m, grad_m = _run(multi)
+    out_1, grad_1 = _run(one)
+    assert multi.fwd_residuals[-1] < 1e-10  # a fixed point exists: the masks are fixed
+    torch.testing.assert_close(out_m, out_1, rtol=0, atol=1e-10)
+    torch.testing.assert_close(grad_m, grad_1, rtol=0, atol=1e-10)
+    assert not torch.allclose(multi(X), out_m)  # the next batch: other masks
+    multi.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(multi(X), multi.serial()(X), rtol=0, atol=1e-10)
+
+
+def test_other_running_statistics_are_refused_in_training():
+    net = LayerParallel(nn.Identity(), _copies(nn.InstanceNorm1d(D, track_running_stats=True),
+                                               4), nn.Identity(), levels=2, cfactor=2).double()
+    with pytest.raises(ValueError, match="track_running_stats=False"):
+        net(torch.randn(8, D, D, dtype=torch.float64))
     net.eval()
-    with torch.no_grad():  # two levels, 2 iterations of 4 steps with m = 2: exact
-        torch.testing.assert_close(net(x), net.serial()(x), rtol=0, atol=1e-12)
+    with torch.no_grad():
+        net(torch.randn(8, D, D, dtype=torch.float64))
+
+
+def test_relaxation_per_level():
+    torch.manual_seed(0)
+    layers = [nn.Linear(D, D) for _ in range(16)]
+    assert LayerParallel(nn.Identity(), layers, nn.Identity(), levels=3, cfactor=2).relax == (
+        "F", "FCF")  # TorchBraid's default
+    assert LayerParallel(nn.Identity(), layers, nn.Identity(), levels=1).relax == ()
+    with pytest.raises(ValueError, match="one per level"):
+        LayerParallel(nn.Identity(), layers, nn.Identity(), levels=3, cfactor=2,
+                      relax=("F",))
+    errs = [max(_errors(_net(3, 2, 30, relax))) for relax in (("F", "FCF"), ("FCF", "F"))]
+    assert max(errs) <= 1e-9
+
+
+def test_steps_from_a_function():
+    torch.manual_seed(0)
+    made = LayerParallel(nn.Identity(), lambda k: nn.Linear(D, D), nn.Identity(),
+                         num_steps=8, levels=2, cfactor=2)
+    assert len(made.steps) == 8 and made.layers == range(8)
+    with pytest.raises(ValueError, match="num_steps"):
+        LayerParallel(nn.Identity(), lambda k: nn.Linear(D, D), nn.Identity())

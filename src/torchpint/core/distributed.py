@@ -77,22 +77,32 @@ class Comm:
 
 
 class GroupComm(Comm):
-    """A ``torch.distributed`` process group, with a timeout on every wait."""
+    """A ``torch.distributed`` process group, with a timeout on every wait.
 
-    def __init__(self, group: Any = None, timeout: float = 300.0) -> None:
+    ``reverse=True`` numbers the ranks backwards (rank ``r`` here is group rank
+    ``size - 1 - r``): a problem solved backward in time (an adjoint) then gives each
+    process the slab that mirrors its forward one.
+    """
+
+    def __init__(self, group: Any = None, timeout: float = 300.0, reverse: bool = False) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
                 "a distributed solve needs an initialized process group: launch with torchrun "
                 "and call torchpint.core.init_distributed() (or dist.init_process_group) first"
             )
         self.group = None if group in (None, "world") else group
-        self.rank = dist.get_rank(self.group)
         self.size = dist.get_world_size(self.group)
+        self.reverse = bool(reverse)
+        self.rank = self._mirror(dist.get_rank(self.group))
         self.timeout = timedelta(seconds=float(timeout))
         self.backend = str(dist.get_backend(self.group))
         self._ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
 
+    def _mirror(self, r: int) -> int:
+        return self.size - 1 - r if self.reverse else r
+
     def _global(self, r: int) -> int:
+        r = self._mirror(r)
         return r if self.group is None else dist.get_global_rank(self.group, r)
 
     def _wire(self, t: torch.Tensor) -> torch.Tensor:
@@ -102,7 +112,8 @@ class GroupComm(Comm):
         return t.detach().contiguous()
 
     def _fail(self, err: RuntimeError, what: str, peer: int | None) -> RankTimeoutError:
-        return peer_failure(self.rank, what, err, self.timeout.total_seconds(), peer)
+        peer = None if peer is None else self._mirror(peer)  # name the group's ranks
+        return peer_failure(self._mirror(self.rank), what, err, self.timeout.total_seconds(), peer)
 
     def _post(self, start: Callable[[], Any], what: str, peer: int | None) -> Any:
         """Start a message; a peer that already closed its connection fails here."""
@@ -123,13 +134,13 @@ class GroupComm(Comm):
         buf = self._wire(t)
         work = self._post(
             lambda: dist.isend(buf, self._global(dst), group=self.group, tag=tag),
-            f"sending a state to rank {dst}", dst,
+            f"sending a state to rank {self._mirror(dst)}", dst,
         )
         return (work, buf, dst)
 
     def recv_into(self, buf: torch.Tensor, src: int, tag: int, what: str) -> None:
         wire = buf if (self.backend != "gloo" or buf.device.type == "cpu") else buf.cpu()
-        what = f"receiving {what} from rank {src}"
+        what = f"receiving {what} from rank {self._mirror(src)}"
         work = self._post(
             lambda: dist.irecv(wire, self._global(src), group=self.group, tag=tag), what, src
         )
@@ -139,7 +150,7 @@ class GroupComm(Comm):
 
     def wait_all(self, works: list[Any], what: str) -> None:
         for work, _buf, dst in works:
-            self._wait(work, f"sending {what} to rank {dst}", dst)
+            self._wait(work, f"sending {what} to rank {self._mirror(dst)}", dst)
 
     def all_reduce(self, t: torch.Tensor, op: str, what: str) -> torch.Tensor:
         wire = self._wire(t).clone()
@@ -153,7 +164,7 @@ class GroupComm(Comm):
 
     def broadcast(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
         wire = self._wire(t).clone()
-        what = f"broadcast of {what} from rank {src}"
+        what = f"broadcast of {what} from rank {self._mirror(src)}"
         work = self._post(
             lambda: dist.broadcast(wire, self._global(src), group=self.group, async_op=True),
             what, None,
@@ -163,7 +174,10 @@ class GroupComm(Comm):
 
 
 def make_comm(group: Any, timeout: float) -> Comm:
-    """``None`` -> serial; ``"world"`` or a process group -> distributed."""
+    """``None`` -> serial; ``"world"`` or a process group -> distributed; a :class:`Comm`
+    is used as it is."""
+    if isinstance(group, Comm):
+        return group
     return Comm() if group is None else GroupComm(group, timeout)
 
 

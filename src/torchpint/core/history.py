@@ -21,7 +21,8 @@ class MGRITResult:
     """The outcome of :meth:`MGRIT.solve`.
 
     ``u`` holds the points this rank owns (all points when serial), ``points`` their
-    fine indices, ``final`` the state at the last point on every rank. ``residuals[k]``
+    fine indices, ``ghost`` the point just before them (``None`` on the rank that owns
+    point 0), ``final`` the state at the last point on every rank. ``residuals[k]``
     is the residual 2-norm after iteration ``k + 1``.
     """
 
@@ -33,6 +34,7 @@ class MGRITResult:
     grid: Grid
     timings: dict[str, Any] = field(default_factory=dict)
     step_counts: list[int] = field(default_factory=list)
+    ghost: torch.Tensor | None = None
 
     @property
     def iterations(self) -> int:

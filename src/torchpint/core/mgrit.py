@@ -46,6 +46,23 @@ CYCLES = ("V", "F")
 RELAXATIONS = ("F", "FCF")
 
 
+def relaxation_per_level(relax: str | Sequence[str], levels: int) -> list[str]:
+    """``relax`` as one relaxation per relaxing level (all but the coarsest of
+    ``levels``): a name applies to all; a sequence gives one each."""
+    names = [relax] * (levels - 1) if isinstance(relax, str) else list(relax)
+    bad = [r for r in names if r not in RELAXATIONS]
+    if bad or (isinstance(relax, str) and relax not in RELAXATIONS):
+        raise ValueError(
+            f"relax must be one of {RELAXATIONS} or a sequence of them, got {relax!r}"
+        )
+    if len(names) != levels - 1:
+        raise ValueError(
+            f"relax gives {len(names)} relaxations for {levels} levels: give one per level "
+            f"but the coarsest ({levels - 1}), or one name for all"
+        )
+    return names
+
+
 class MGRIT:
     """Multigrid reduction in time with full approximation storage (FAS).
 
@@ -53,13 +70,16 @@ class MGRIT:
         problem: the time-stepping problem (its ``step`` may differ per level).
         cfactor, levels, min_coarse, max_coarse: the grid hierarchy (see :class:`Grid`).
         cycle: ``"V"`` or ``"F"``.
-        relax: ``"F"`` (F-relaxation) or ``"FCF"`` (F then (C, F) ``cf_iter`` times).
+        relax: ``"F"`` (F-relaxation) or ``"FCF"`` (F then (C, F) ``cf_iter`` times), or
+            one of them per relaxing level (all but the coarsest), e.g. ``("F", "FCF")``
+            for F on the fine level and FCF on the coarse ones (TorchBraid's default).
         cf_iter: number of CF sweeps with ``relax="FCF"`` (>= 1).
         nested: build the initial guess by nested iteration from the coarsest level;
             otherwise u_0 is given and every other point is zero.
         tol: absolute tolerance on the residual 2-norm.
         max_iter: maximum number of iterations.
-        group: ``None`` (serial), ``"world"`` or a ``torch.distributed`` process group.
+        group: ``None`` (serial), ``"world"``, a ``torch.distributed`` process group, or a
+            :class:`~torchpint.core.distributed.Comm` (e.g. one with the ranks reversed).
         slabs: fine points per rank (default: as even as possible).
         timeout: seconds to wait for a peer rank before raising.
         callback: called as ``callback(iteration, residual)`` after each iteration.
@@ -77,7 +97,7 @@ class MGRIT:
         min_coarse: int = 2,
         max_coarse: int = 1,
         cycle: str = "V",
-        relax: str = "FCF",
+        relax: str | Sequence[str] = "FCF",
         cf_iter: int = 1,
         nested: bool = False,
         tol: float = 1e-10,
@@ -92,8 +112,6 @@ class MGRIT:
         t0 = time.perf_counter()
         if cycle not in CYCLES:
             raise ValueError(f"cycle must be one of {CYCLES}, got {cycle!r}")
-        if relax not in RELAXATIONS:
-            raise ValueError(f"relax must be one of {RELAXATIONS}, got {relax!r}")
         require_int("cf_iter", cf_iter, 1)
         if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
             raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
@@ -103,12 +121,14 @@ class MGRIT:
         self.problem = problem
         self.grid = Grid(problem.nt, cfactor, levels, min_coarse, max_coarse)
         problem.bind(self.grid)
-        self.cycle, self.relax, self.cf_iter = cycle, relax, int(cf_iter)
+        per_level = relaxation_per_level(relax, self.grid.num_levels)
+        self.relax = relax if isinstance(relax, str) else tuple(per_level)
+        self.cycle, self.cf_iter = cycle, int(cf_iter)
         self.nested, self.tol, self.max_iter = nested, float(tol), int(max_iter)
         self.callback, self.progress = callback, progress
         self.divergence_factor = float(divergence_factor)
         self.comm = make_comm(group, timeout)
-        self._ncf = 0 if relax == "F" else self.cf_iter
+        self._ncf = [0 if r == "F" else self.cf_iter for r in per_level] + [0]
         self.partition = Partition.of(self.grid, self.comm.rank, self.comm.size, slabs)
         part = self.partition
         self.slab = part.slab
@@ -171,11 +191,17 @@ class MGRIT:
 
     # -- validation ---------------------------------------------------------------------
     def _check_steps(self) -> None:
+        """Try one step per level on u_0: the first this rank takes (a rank may only be
+        able to take its own steps, e.g. with a slab of a network's layers)."""
         u0 = self._u0
         for l in range(self.grid.num_levels):
+            own = self._owned(l)
+            if not own or own.stop < 2:
+                continue
+            i = max(own.start, 1) - 1
             arg = u0.clone()
-            out = self.problem.step(arg, 0, l)
-            where = f"problem.step(u, 0, level={l})"
+            out = self.problem.step(arg, i, l)
+            where = f"problem.step(u, {i}, level={l})"
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"{where} returned {type(out).__name__}, not a torch.Tensor")
             if out.shape != u0.shape or out.dtype != u0.dtype or out.device != u0.device:
@@ -327,7 +353,7 @@ class MGRIT:
             return
         if first_f and (l > 0 or self._iteration == 0):
             self._f_relax(l)
-        for _ in range(self._ncf):
+        for _ in range(self._ncf[l]):
             self._c_relax(l)
             self._f_relax(l)
         self._watch(l)
@@ -752,6 +778,7 @@ class MGRIT:
         return MGRITResult(
             u=U0[1:].clone(),
             points=self._owned(0),
+            ghost=U0[0].clone() if self._prev[0] is not None else None,
             final=final.clone(),
             residuals=list(self._residuals),
             converged=converged,

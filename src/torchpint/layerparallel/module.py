@@ -8,20 +8,28 @@ records each step's graph, ``y_k = Phi_k(x_k)``; the output is ``y_{N-1}``. Back
 those graphs (coarse ones linearised at the fine states), then the parameter gradients
 ``(dPhi_k / dtheta_k)^T lambda_{k+1}`` from the recorded graphs in one autograd call.
 With one level, or enough iterations, the gradient is ordinary backprop's.
+
+Distributed (``group=``), each rank holds a slab of the layers (:mod:`.layout`): rank 0
+also runs ``open``, the last rank ``close``, and the output is sent to every rank.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from torchpint.common.seeds import mix_seed
 from torchpint.core import MGRIT
-from torchpint.core.grid import require_int
-from torchpint.core.mgrit import RELAXATIONS
+from torchpint.core.distributed import Comm, GroupComm
+from torchpint.core.grid import Grid, require_int
+from torchpint.core.mgrit import relaxation_per_level
+from torchpint.layerparallel.layout import Layout
 from torchpint.layerparallel.problems import (
     AdjointProblem,
     ForwardProblem,
@@ -30,6 +38,10 @@ from torchpint.layerparallel.problems import (
 )
 
 _TINY = 1e-300  # a fixed iteration count, not a tolerance, ends the solves
+_TAG_EDGE = 11
+_RANDOM = (nn.modules.dropout._DropoutNd, nn.RReLU)
+
+StepLayers = Sequence[nn.Module] | Callable[[int], nn.Module]
 
 
 class ResidualStep(nn.Module):
@@ -50,37 +62,54 @@ class LayerParallel(nn.Module):
     Args:
         open, close: ordinary modules run before and after the steps (e.g. a conv lifting
             the input to C channels; pooling and a linear classifier).
-        steps: the N step layers; ``layer(x)`` gives F in ``x + h F(x)``, a layer whose
-            ``forward`` takes ``(x, h)`` returns the new state itself.
+        steps: the N step layers, or ``make(k) -> layer`` with ``num_steps=N`` (a rank
+            then builds only what it holds). ``layer(x)`` gives F in ``x + h F(x)``; a
+            layer whose ``forward`` takes ``(x, h)`` returns the new state itself.
         T: the time horizon; ``h = T / N``.
-        levels, cfactor, relax: the MGRIT hierarchy (N must be divisible by
+        levels, cfactor: the MGRIT hierarchy (N must be divisible by
             ``cfactor ** (levels - 1)``, so the adjoint's reversed grid has the same
             C-points).
+        relax: ``"F"``, ``"FCF"`` or one per level but the coarsest (default
+            TorchBraid's: F on the fine level, FCF on the coarse ones).
         fwd_iters, bwd_iters: MGRIT iterations per forward and backward pass (TorchBraid's
             defaults 2 and 1).
+        group: ``None`` (one process), ``"world"`` or a process group: each rank keeps
+            its slab of layers (``self.steps``, global indices ``self.layers``); rank 0
+            keeps ``open``, the last rank ``close``. Feed every rank the same batches.
+        timeout: seconds to wait for a peer rank before raising.
+        keyed_rng: draw each layer's random numbers (dropout masks) from a generator
+            keyed by (batch, layer), so every MGRIT iteration sees the same masks;
+            ``None``: when a step holds dropout.
     """
 
     def __init__(
         self,
         open: nn.Module,
-        steps: Sequence[nn.Module],
+        steps: StepLayers,
         close: nn.Module,
         *,
+        num_steps: int | None = None,
         T: float = 1.0,
         levels: int = 3,
         cfactor: int = 4,
-        relax: str = "F",
+        relax: str | Sequence[str] | None = None,
         fwd_iters: int = 2,
         bwd_iters: int = 1,
+        group: Any = None,
+        timeout: float = 300.0,
+        keyed_rng: bool | None = None,
     ) -> None:
         super().__init__()
-        n = len(steps)
+        make = steps if callable(steps) else None
+        if make is None and num_steps is not None and num_steps != len(steps):
+            raise ValueError(f"num_steps={num_steps} but {len(steps)} step layers were given")
+        if make is not None and num_steps is None:
+            raise ValueError("steps given as a function need num_steps=N")
+        n = int(num_steps) if make is not None else len(steps)
         if n < 1:
             raise ValueError("LayerParallel needs at least one step layer")
         if not (isinstance(T, (int, float)) and math.isfinite(T) and T > 0):
             raise ValueError(f"T must be a finite number > 0, got {T!r}")
-        if relax not in RELAXATIONS:
-            raise ValueError(f"relax must be one of {RELAXATIONS}, got {relax!r}")
         for name, k, least in (("fwd_iters", fwd_iters, 1), ("bwd_iters", bwd_iters, 1),
                                ("levels", levels, 1), ("cfactor", cfactor, 2)):
             require_int(name, k, least)
@@ -91,27 +120,101 @@ class LayerParallel(nn.Module):
                 f"{n - n % cfactor ** (levels - 1) or cfactor ** (levels - 1)} steps, fewer "
                 "levels or a smaller cfactor."
             )
-        self.open, self.steps, self.close = open, nn.ModuleList(steps), close
-        self.T, self.levels, self.cfactor, self.relax = float(T), int(levels), int(cfactor), relax
+        if relax is None:
+            relax = ("F", *["FCF"] * (levels - 2))[: levels - 1]
+        per_level = relaxation_per_level(relax, levels)  # a bad name fails now, not later
+        grid = Grid(n, cfactor, levels)
+        spacing = tuple(math.prod(grid.m[:l]) for l in range(grid.num_levels))
+        self.comm: Comm = Comm() if group is None else GroupComm(group, timeout)
+        self._rcomm: Comm = Comm() if group is None else GroupComm(group, timeout, True)
+        rank, size = self.comm.rank, self.comm.size
+        self.layout = Layout.of(n, rank, size, spacing)
+        owned = self.layout.layers
+        get = make if make is not None else (lambda k: steps[k])
+        self.open = open if rank == 0 else None
+        self.steps = nn.ModuleList([get(k) for k in owned])
+        self.close = close if rank == size - 1 else None
+        # Copies of the layers on other ranks that this rank's coarse steps use (not
+        # parameters of this module: their weights arrive before every forward solve).
+        self._edges = {k: copy.deepcopy(get(k)) if make is None else get(k)
+                       for r, k in self.layout.edges() if r == rank}
+        self.num_steps, self.T, self.levels, self.cfactor = n, float(T), int(levels), int(cfactor)
+        self.relax = relax if isinstance(relax, str) else tuple(per_level)
         self.fwd_iters, self.bwd_iters = int(fwd_iters), int(bwd_iters)
         self.fwd_residuals: list[float] = []  # of the last forward solve
         self.bwd_residuals: list[float] = []  # of the last adjoint solve
         self._fwd: tuple[ForwardProblem, MGRIT] | None = None
         self._adj: tuple[AdjointProblem, MGRIT] | None = None
+        self._meta: dict[Any, tuple[torch.Size, torch.dtype]] = {}
+        if keyed_rng is None:
+            keyed_rng = any(isinstance(m, _RANDOM) for m in self.steps.modules())
+            keyed_rng = bool(self._agree(float(keyed_rng), "max"))
+        if keyed_rng:  # one seed for all ranks; the batch count makes each batch's masks
+            seed = self._agree(float(torch.randint(2**52, ()).item()), "first")
+            self.register_buffer("rng_seed", torch.tensor(int(seed)))
+            self.register_buffer("batches", torch.zeros((), dtype=torch.int64))
+        self.keyed_rng = bool(keyed_rng)
 
+    # -- layout ---------------------------------------------------------------------------
     @property
     def h(self) -> float:
         """The step size ``T / N``."""
-        return self.T / len(self.steps)
+        return self.T / self.num_steps
 
-    def serial(self) -> nn.Sequential:
-        """The same network as an ordinary ``nn.Sequential`` (shared modules), for exact
-        serial forward and backprop: checking and inference."""
-        return nn.Sequential(self.open, *(ResidualStep(m, self.h) for m in self.steps), self.close)
+    @property
+    def layers(self) -> range:
+        """The global indices of this rank's step layers (``self.steps``)."""
+        return self.layout.layers
 
-    def _solver(self, iters: int, problem: Any) -> MGRIT:
+    def _agree(self, value: float, how: str) -> float:
+        """``value`` from rank 0 (``"first"``) or the largest over the ranks."""
+        if self.comm.size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        what = "the layer-parallel settings"
+        out = self.comm.broadcast(t, 0, what) if how == "first" else \
+            self.comm.all_reduce(t, "max", what)
+        return float(out.item())
+
+    def serial(self) -> nn.Sequential | None:
+        """The same network as an ordinary ``nn.Sequential``, for exact serial forward and
+        backprop: checking and inference. In one process it shares this module's layers;
+        distributed, rank 0 gets a copy of all of them (TorchBraid's buildSequentialOnRoot)
+        and the other ranks ``None``; every rank must call it."""
+        if self.comm.size == 1:
+            return nn.Sequential(self.open, *(ResidualStep(m, self.h) for m in self.steps),
+                                 self.close)
+        parts = self._gather((self.open, list(self.steps), self.close))
+        if parts is None:
+            return None
+        layers = [m for _, mods, _ in parts for m in mods]
+        return nn.Sequential(parts[0][0], *(ResidualStep(m, self.h) for m in layers),
+                             parts[-1][2])
+
+    def gathered_grads(self) -> torch.Tensor | None:
+        """All parameter gradients in the order of :meth:`serial`'s parameters, on rank 0
+        (``None`` elsewhere); zeros where a gradient is missing. Every rank must call it."""
+        mine = [torch.zeros_like(p) if p.grad is None else p.grad.detach()
+                for p in self.parameters()]
+        local = torch.cat([g.reshape(-1) for g in mine]).cpu() if mine else torch.zeros(0)
+        if self.comm.size == 1:
+            return local
+        parts = self._gather(local)
+        return None if parts is None else torch.cat(parts)
+
+    def _gather(self, obj: Any) -> list[Any] | None:
+        """``obj`` of every rank, in rank order, on rank 0 (``None`` elsewhere)."""
+        out: list[Any] | None = [None] * self.comm.size if self.comm.rank == 0 else None
+        group = self.comm.group  # type: ignore[attr-defined]
+        dist.gather_object(obj, out, dst=dist.get_global_rank(group, 0) if group else 0,
+                           group=group)
+        return out
+
+    # -- the two solves -------------------------------------------------------------------
+    def _solver(self, iters: int, problem: Any, comm: Comm, slabs: list[int]) -> MGRIT:
         return MGRIT(problem, cfactor=self.cfactor, levels=self.levels, relax=self.relax,
-                     tol=_TINY, max_iter=iters, divergence_factor=math.inf)
+                     tol=_TINY, max_iter=iters, divergence_factor=math.inf, group=comm,
+                     slabs=slabs if comm.size > 1 else None)
 
     @staticmethod
     def _matches(problem: Any, u: torch.Tensor) -> bool:
@@ -119,26 +222,50 @@ class LayerParallel(nn.Module):
         ref = problem.initial_state()
         return ref.shape == u.shape and ref.dtype == u.dtype and ref.device == u.device
 
-    def forward_solve(self, u0: torch.Tensor) -> tuple[ForwardProblem, torch.Tensor]:
-        """MGRIT on the steps from ``u0``: the problem and the fine states ``x_0..x_{N-1}``.
-        The solver is kept, and warm-started from the last solution, while the batch shape
-        stays."""
+    def _send_edges(self, ref: torch.Tensor) -> None:
+        """Send the current weights of this rank's layers that other ranks' coarse steps
+        use, and receive those this rank's use (one message per pair, once per forward)."""
+        if self.comm.size == 1:
+            return
+        sends = []
+        for r, k in self.layout.edges():
+            if self.layout.owner(k) == self.comm.rank:
+                layer = self.steps[k - self.layers.start]
+                sends.append(self.comm.isend(_flat(layer), r, _TAG_EDGE))
+        for k, layer in self._edges.items():
+            p = next(iter(self.steps.parameters()), ref)
+            layer.to(device=p.device, dtype=p.dtype).train(self.training)
+            buf = _flat(layer)
+            self.comm.recv_into(buf, self.layout.owner(k), _TAG_EDGE, f"the weights of layer {k}")
+            _unflat(layer, buf)
+        self.comm.wait_all(sends, "layer weights")
+
+    def forward_solve(self, u0: torch.Tensor) -> tuple[ForwardProblem, list[torch.Tensor]]:
+        """MGRIT on the steps from ``u0``: the problem and the fine states ``x_k`` of this
+        rank's layers. The solver is kept, and warm-started from the last solution, while
+        the batch shape stays."""
         u0 = u0.detach()
+        self._send_edges(u0)
         if self._fwd is not None and self._matches(self._fwd[0], u0):
             problem, solver = self._fwd
             problem.prepare(u0)
+            problem.seed = self._batch_seed()
             res = solver.solve(u0, warm_start=True)
         else:
-            problem = ForwardProblem(self.steps, self.T, u0)
-            solver = self._solver(self.fwd_iters, problem)
+            layers = {**self._edges, **dict(zip(self.layers, self.steps, strict=True))}
+            problem = ForwardProblem(layers, self.num_steps, self.T, u0)
+            problem.seed = self._batch_seed()
+            solver = self._solver(self.fwd_iters, problem, self.comm,
+                                  self.layout.forward_slabs())
             self._fwd = (problem, solver)
             res = solver.solve()
         self.fwd_residuals = list(res.residuals)
-        return problem, res.u[:-1]
+        return problem, _rows(res)
 
-    def adjoint_solve(self, graphs: StepGraphs, g: torch.Tensor) -> torch.Tensor:
-        """MGRIT on the adjoint from ``g = dL/du_N`` over the batch's recorded step graphs:
-        ``mu_r = lambda_{N-r}`` for r = 0..N (the solver is kept while the shape stays)."""
+    def adjoint_solve(self, graphs: StepGraphs, g: torch.Tensor) -> list[torch.Tensor]:
+        """MGRIT on the adjoint from ``g = dL/du_N`` (on the last rank) over the batch's
+        recorded step graphs: ``lambda_{k+1}`` for this rank's layers ``k``, in reverse
+        order, then (on rank 0) ``lambda_0``. The solver is kept while the shape stays."""
         g = g.detach()
         if self._adj is not None and self._matches(self._adj[0], g):
             adjoint, solver = self._adj
@@ -146,33 +273,91 @@ class LayerParallel(nn.Module):
             res = solver.solve(g)
         else:
             adjoint = AdjointProblem(graphs, g)
-            solver = self._solver(self.bwd_iters, adjoint)
+            solver = self._solver(self.bwd_iters, adjoint, self._rcomm,
+                                  self.layout.adjoint_slabs())
             self._adj = (adjoint, solver)
             res = solver.solve()
         adjoint.prepare(None, g)  # the kept solver must not keep this batch's graphs
         self.bwd_residuals = list(res.residuals)
-        return res.u
+        rows = _rows(res)
+        return rows + [res.u[-1]] if self.comm.rank == 0 else rows
+
+    def _batch_seed(self) -> int | None:
+        """This batch's mask seed (the batch count moves on with each training forward)."""
+        return mix_seed(int(self.rng_seed), int(self.batches)) if self.keyed_rng else None
 
     def _check_layers(self) -> None:
-        """Refuse what would make a step depend on more than ``(u, layer)``: running
-        statistics updated by every MGRIT step, and dropout masks drawn anew each time."""
+        """Refuse running statistics that batch norm's final-sweep update does not cover."""
         for name, mod in self.steps.named_modules():
-            stats = isinstance(mod, nn.modules.batchnorm._NormBase) and mod.track_running_stats
-            drop = isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p > 0
-            if mod.training and (stats or drop):
-                what = "updates running statistics" if stats else "draws dropout masks"
+            if (isinstance(mod, nn.modules.batchnorm._NormBase) and mod.track_running_stats
+                    and mod.training and not isinstance(mod, nn.modules.batchnorm._BatchNorm)):
                 raise ValueError(
-                    f"step layer module {name!r} ({type(mod).__name__}) {what} in training "
-                    "mode, once per MGRIT step rather than once per batch: not supported yet "
-                    "by LayerParallel. Use track_running_stats=False or GroupNorm/LayerNorm, "
-                    "no dropout in the steps, or eval mode."
+                    f"step layer module {name!r} ({type(mod).__name__}) updates running "
+                    "statistics in training mode with every MGRIT step: not supported by "
+                    "LayerParallel. Use track_running_stats=False, or BatchNorm, GroupNorm "
+                    "or LayerNorm."
                 )
 
+    # -- the module -----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_layers()
-        u0 = self.open(x)
+        rank, last, grad = self.comm.rank, self.comm.size - 1, torch.is_grad_enabled()
+        if self.keyed_rng and self.training and grad:
+            self.batches += 1
+        u0 = self.open(x) if self.open is not None else None
+        key = (tuple(x.shape), x.dtype)
+        if self.comm.size > 1:  # the others learn the state's shape from rank 0
+            shape, dtype = self._told(("state", key), u0, 0)
+            if u0 is None:
+                u0 = torch.zeros(shape, dtype=dtype, device=x.device)
+        if not u0.requires_grad:  # so every rank joins the backward solve
+            u0 = u0.detach().requires_grad_(grad)
         params = [p for p in self.steps.parameters() if p.requires_grad]
-        return self.close(_Solve.apply(self, u0, *params))
+        y = _Solve.apply(self, grad, u0, *params)
+        if self.comm.size == 1:
+            return self.close(y)
+        out = self.close(y) if rank == last else y
+        shape, _ = self._told(("output", key), out if rank == last else None, last)
+        return _FromLast.apply(self.comm, out, shape)
+
+    def _told(self, key: Any, t: torch.Tensor | None, src: int) -> tuple[torch.Size, torch.dtype]:
+        """The shape and dtype of rank ``src``'s ``t``, on every rank (once per ``key``)."""
+        if key not in self._meta:
+            msg = torch.zeros(10, dtype=torch.int64)
+            if t is not None:
+                msg[0], msg[1] = _DTYPES.index(t.dtype), t.dim()
+                msg[2 : 2 + t.dim()] = torch.tensor(t.shape)
+            msg = self.comm.broadcast(msg, src, "a shape")
+            dims = msg[2 : 2 + int(msg[1])].tolist()
+            self._meta[key] = (torch.Size(dims), _DTYPES[int(msg[0])])
+        return self._meta[key]
+
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.complex64,
+           torch.complex128)
+
+
+def _rows(res: Any) -> list[torch.Tensor]:
+    """The states of a solve that start this rank's steps: its ghost point (if any) and
+    its points but the last."""
+    rows = list(res.u[:-1])
+    return rows if res.ghost is None else [res.ghost, *rows]
+
+
+def _tensors(layer: nn.Module) -> list[torch.Tensor]:
+    return [*layer.parameters(), *(b for b in layer.buffers() if b.is_floating_point())]
+
+
+def _flat(layer: nn.Module) -> torch.Tensor:
+    return torch.cat([t.detach().reshape(-1) for t in _tensors(layer)])
+
+
+def _unflat(layer: nn.Module, flat: torch.Tensor) -> None:
+    i = 0
+    with torch.no_grad():
+        for t in _tensors(layer):
+            t.copy_(flat[i:i + t.numel()].view_as(t))
+            i += t.numel()
 
 
 class _Solve(torch.autograd.Function):
@@ -180,25 +365,45 @@ class _Solve(torch.autograd.Function):
     records each step's graph; in backward, the adjoint MGRIT solve over those graphs."""
 
     @staticmethod
-    def forward(ctx: Any, net: LayerParallel, u0: torch.Tensor, *params: torch.Tensor):
+    def forward(ctx: Any, net: LayerParallel, grad: bool, u0: torch.Tensor,
+                *params: torch.Tensor):
         problem, states = net.forward_solve(u0)
-        n, h = len(net.steps), net.h
-        if not any(ctx.needs_input_grad):  # inference: no graphs to keep
-            with torch.no_grad():
-                return problem.phi(n - 1, states[n - 1], h)
-        graphs = StepGraphs(problem, states)
-        ctx.outs = [graphs.record(k, h)[1] for k in range(n)]  # the final fine sweep
+        h, layers = net.h, net.layers
+        if not grad:  # inference: no graphs to keep (in training mode, a sweep for the
+            with torch.no_grad():  # batch norm statistics)
+                swept = layers if net.training else layers[-1:]
+                outs = [problem.phi(k, states[k - layers.start], h, True) for k in swept]
+                return outs[-1]
+        graphs = StepGraphs(problem, states, layers.start)
+        ctx.outs = [graphs.record(k, h, update_stats=True)[1] for k in layers]  # fine sweep
         ctx.net, ctx.params, ctx.graphs = net, params, graphs
         return ctx.outs[-1].detach()
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor):
         net, params, outs = ctx.net, ctx.params, ctx.outs
+        lam = net.adjoint_solve(ctx.graphs, g)  # lambda_{k+1} for the layers, reversed
         n = len(outs)
-        mu = net.adjoint_solve(ctx.graphs, g)  # mu_r = lambda_{N - r}
         grads: Sequence[torch.Tensor | None] = ()
         if params:
-            lam_next = [mu[n - 1 - k] for k in range(n)]  # lambda_{k+1} for step k
+            lam_next = [lam[n - 1 - j] for j in range(n)]
             grads = torch.autograd.grad(outs, params, lam_next, allow_unused=True)
         ctx.graphs = ctx.outs = None  # free the graphs
-        return (None, mu[n], *grads)
+        return (None, None, lam[n] if len(lam) > n else None, *grads)
+
+
+class _FromLast(torch.autograd.Function):
+    """The last rank's output on every rank; backward, the last rank's gradient alone
+    (the loss is the last rank's; the others' copies carry no gradient)."""
+
+    @staticmethod
+    def forward(ctx: Any, comm: Comm, out: torch.Tensor, shape: torch.Size):
+        last = comm.size - 1
+        ctx.last, ctx.like = comm.rank == last, out
+        buf = out.detach() if comm.rank == last else out.new_zeros(shape)
+        return comm.broadcast(buf, last, "the network's output")
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor):
+        like, ctx.like = ctx.like, None
+        return None, (g if ctx.last else torch.zeros_like(like)), None

@@ -13,12 +13,14 @@ fine forward states.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
 
+from torchpint.common.seeds import mix_seed
 from torchpint.core.problem import Problem
 
 
@@ -31,20 +33,50 @@ def takes_step_size(layer: nn.Module) -> bool:
     return len(params) >= 2
 
 
+def batch_norms(layer: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The batch norms in ``layer`` that keep running statistics."""
+    return [m for m in layer.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@contextlib.contextmanager
+def frozen_stats(norms: list[nn.modules.batchnorm._BatchNorm]) -> Iterator[None]:
+    """Batch norm in training mode that normalises by the batch but leaves the running
+    statistics alone (they are updated once per batch, by the final fine sweep)."""
+    saved = [(m, m.running_mean, m.running_var, m.num_batches_tracked)
+             for m in norms if m.training]
+    for m, *_ in saved:
+        m.running_mean = m.running_var = m.num_batches_tracked = None
+    try:
+        yield
+    finally:
+        for m, mean, var, count in saved:
+            m.running_mean, m.running_var, m.num_batches_tracked = mean, var, count
+
+
 class ForwardProblem(Problem):
     """The layers as time steps on ``[0, T]`` with ``h = T / N``; the initial state is the
-    current batch's (set by the solve)."""
+    current batch's (set by the solve).
+
+    ``layers`` maps a layer index to its module: a rank holds its own layers and the
+    few others its coarse steps need. With ``seed`` set (one per batch), every call of
+    layer ``k`` draws its random numbers (dropout masks) from a generator seeded by
+    ``(seed, k)``, so all MGRIT iterations see the same masks.
+    """
 
     divergence_hint = (
         "the coarse steps (m^l h times a layer) are unstable: use a smaller T, a smaller "
         "cfactor or fewer levels"
     )
 
-    def __init__(self, layers: Sequence[nn.Module], T: float, u0: torch.Tensor) -> None:
-        super().__init__(len(layers), 0.0, T)
-        self.layers = list(layers)
-        self._with_h = [takes_step_size(m) for m in self.layers]
+    def __init__(self, layers: Mapping[int, nn.Module], n: int, T: float,
+                 u0: torch.Tensor) -> None:
+        super().__init__(n, 0.0, T)
+        self.layers = dict(layers)
+        self._with_h = {k: takes_step_size(m) for k, m in self.layers.items()}
+        self._norms = {k: batch_norms(m) for k, m in self.layers.items()}
         self._u0 = u0
+        self.seed: int | None = None
 
     def initial_state(self) -> torch.Tensor:
         return self._u0
@@ -53,10 +85,23 @@ class ForwardProblem(Problem):
         """This batch's initial state (the solver checks it against its buffers)."""
         self._u0 = u0
 
-    def phi(self, k: int, u: torch.Tensor, h: float) -> torch.Tensor:
-        """One step of layer ``k`` with step size ``h`` (autograd as the caller has it)."""
-        layer = self.layers[k]
-        out = layer(u, h) if self._with_h[k] else layer(u)
+    def phi(self, k: int, u: torch.Tensor, h: float, update_stats: bool = False) -> torch.Tensor:
+        """One step of layer ``k`` with step size ``h`` (autograd as the caller has it);
+        batch norm updates its running statistics only with ``update_stats``."""
+        layer = self.layers.get(k)
+        if layer is None:
+            raise RuntimeError(f"layer {k} is not on this rank (it holds {sorted(self.layers)})")
+        norms = [] if update_stats else self._norms[k]
+        if norms or self.seed is not None:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(frozen_stats(norms))
+                if self.seed is not None:
+                    devices = [u.device] if u.device.type == "cuda" else []
+                    stack.enter_context(torch.random.fork_rng(devices=devices))
+                    torch.manual_seed(mix_seed(self.seed, k))
+                out = layer(u, h) if self._with_h[k] else layer(u)
+        else:
+            out = layer(u, h) if self._with_h[k] else layer(u)
         if out.shape != u.shape:
             raise ValueError(
                 f"step layer {k} maps a state of shape {tuple(u.shape)} to "
@@ -71,21 +116,24 @@ class ForwardProblem(Problem):
 
 
 class StepGraphs:
-    """The recorded graphs ``Phi_k(x_k)`` of one batch, at the forward states ``x_k``:
-    the fine sweep records every step once (its outputs give the parameter gradients),
-    and the adjoint's steps reuse them (coarse steps record their own step sizes)."""
+    """The recorded graphs ``Phi_k(x_k)`` of one batch, at the forward states ``x_k`` of
+    this rank's layers ``first, first + 1, ...``: the fine sweep records every step once
+    (its outputs give the parameter gradients, and batch norm its statistics), and the
+    adjoint's steps reuse them (coarse steps record their own step sizes)."""
 
-    def __init__(self, forward: ForwardProblem, states: torch.Tensor) -> None:
-        self.forward, self.states = forward, states  # x_0 .. x_{N-1}, detached
+    def __init__(self, forward: ForwardProblem, states: list[torch.Tensor], first: int = 0
+                 ) -> None:
+        self.forward, self.states, self.first = forward, states, first  # detached states
         self._graphs: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def record(self, k: int, h: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def record(self, k: int, h: float, update_stats: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x_k leaf, Phi_k(x_k) with step h)``, recorded once and kept."""
         key = (k, round(h, 15))
         if key not in self._graphs:
             with torch.enable_grad():
-                x = self.states[k].detach().requires_grad_(True)
-                self._graphs[key] = (x, self.forward.phi(k, x, h))
+                x = self.states[k - self.first].detach().requires_grad_(True)
+                self._graphs[key] = (x, self.forward.phi(k, x, h, update_stats))
         return self._graphs[key]
 
     def vjp(self, k: int, h: float, v: torch.Tensor) -> torch.Tensor:
