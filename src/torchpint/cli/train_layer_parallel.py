@@ -2,8 +2,9 @@
 
 The forward and backward passes are MGRIT solves across the residual layers
 (``torchpint.layerparallel``); ``--serial-baseline`` trains the same network with exact
-serial forward and backprop from the same initial weights and batches. One process for
-now (distribution over ranks is not built yet).
+serial forward and backprop from the same initial weights and batches. Under torchrun
+each rank holds a slab of the layers (``torchrun --nproc-per-node P -m torchpint
+train-layer-parallel``); rank 0 prints and writes the outputs.
 """
 
 from __future__ import annotations
@@ -19,13 +20,26 @@ from torchpint.cli import _plots as plots
 from torchpint.cli._common import (
     COUNT,
     POSITIVE,
+    add_timeout,
     bounded,
     check_outputs,
+    is_main,
+    local_rank,
+    parse_devices,
     save_outputs,
     say,
 )
 from torchpint.core.mgrit import RELAXATIONS
 from torchpint.data import DATASET_NAMES
+
+
+def _relaxation(text: str) -> str | tuple[str, ...]:
+    """``F``, ``FCF`` or one per level but the coarsest, comma-separated."""
+    names = tuple(x.strip().upper() for x in text.split(","))
+    if not all(n in RELAXATIONS for n in names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give F, FCF or one per level but the coarsest, e.g. F,FCF")
+    return names[0] if len(names) == 1 else names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--T", type=POSITIVE, default=1.0, help="time horizon; step size T/N (default 1.0)")
     a("--levels", type=COUNT, default=3, help="MGRIT levels (default 3)")
     a("--cfactor", type=bounded(int, 2), default=4, help="coarsening factor (default 4)")
-    a("--relax", choices=RELAXATIONS, default="F", help="relaxation (default F)")
+    a("--relax", type=_relaxation, default=None,
+      help="F, FCF, or one per level but the coarsest, e.g. F,FCF (default: F on the fine "
+      "level, FCF on coarse ones, as TorchBraid)")
     a("--fwd-iters", type=COUNT, default=2, help="MGRIT iterations per forward (default 2)")
     a("--bwd-iters", type=COUNT, default=1, help="MGRIT iterations per backward (default 1)")
     a("--epochs", type=COUNT, default=4, help="training epochs (default 4)")
@@ -59,26 +75,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--json", default=None, metavar="PATH", help="write the results as JSON")
     a("--plot", default=None, metavar="PATH",
       help="loss and accuracy curves, and the MGRIT residuals of the last batch")
+    a("--device", default=None,
+      help="cpu or cuda (under torchrun, cuda means each rank's cuda:LOCAL_RANK); a list "
+      "gives one per local rank (default cpu)")
     a("--no-progress", action="store_true", help="no tqdm progress bar")
+    add_timeout(parser)
 
 
-def gradient_check(net: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+def gradient_check(net: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, float] | None:
     """On one batch: the relative 2-norm error of the output and of the parameter
-    gradient of ``net`` against exact serial autograd of ``net.serial()``."""
+    gradient of ``net`` against exact serial autograd of ``net.serial()`` (on rank 0;
+    ``None`` on the others, which take part)."""
     import torch.nn.functional as F
 
-    def run(m: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        m.zero_grad(set_to_none=True)
-        out = m(x)
-        F.cross_entropy(out, y).backward()
-        grads = [p.grad.reshape(-1) for p in m.parameters() if p.grad is not None]
-        return out.detach(), torch.cat(grads)
-
-    out, grad = run(net)
-    ref_out, ref_grad = run(net.serial())
     net.zero_grad(set_to_none=True)
+    out = net(x)
+    F.cross_entropy(out, y).backward()
+    out, grad = out.detach(), net.gathered_grads()
+    serial = net.serial()
+    net.zero_grad(set_to_none=True)
+    if serial is None:
+        return None
+    serial.zero_grad(set_to_none=True)
+    ref_out = serial(x)
+    F.cross_entropy(ref_out, y).backward()
+    ref_grad = torch.cat([torch.zeros_like(p) if p.grad is None else p.grad.reshape(-1)
+                          for p in serial.parameters()]).cpu()
+    serial.zero_grad(set_to_none=True)
+    ref_out = ref_out.detach()
     return {"output_rel_err": float((out - ref_out).norm() / ref_out.norm()),
             "grad_rel_err": float((grad - ref_grad).norm() / ref_grad.norm())}
+
+
+def _placement(args: argparse.Namespace) -> tuple[Any, torch.device]:
+    """The process group (``"world"`` under torchrun, else ``None``) and this rank's
+    device."""
+    from torchpint.core import init_distributed
+
+    devices = parse_devices(args.device) or [torch.device("cpu")]
+    device = devices[local_rank() % len(devices)]
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank() if torch.distributed.is_available() and
+                              "LOCAL_RANK" in os.environ else 0)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: this machine has no CUDA device")
+    group = "world" if init_distributed(timeout=args.timeout, device=device) else None
+    return group, device
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from torchpint.parareal.train import TrainConfig, fit
 
     check_outputs(args)
+    group, device = _placement(args)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum, seed=args.seed)
     data = make_loaders(args.dataset, data_root=args.data_root, image_size=args.image_size,
                         batch_size=args.batch_size, seed=args.seed)
@@ -95,22 +138,29 @@ def run(args: argparse.Namespace) -> int:
     net = conv_resnet(args.steps, args.channels, data.in_channels, data.num_classes,
                       data.image_size, T=args.T,
                       levels=args.levels, cfactor=args.cfactor, relax=args.relax,
-                      fwd_iters=args.fwd_iters, bwd_iters=args.bwd_iters)
-    serial = copy.deepcopy(net).serial() if args.serial_baseline else None
+                      fwd_iters=args.fwd_iters, bwd_iters=args.bwd_iters, group=group,
+                      timeout=args.timeout).to(device)
+    world = net.comm.size
+    serial = None
+    if args.serial_baseline:  # the same initial weights, whole (rank 0 only when distributed)
+        serial = copy.deepcopy(net).serial() if world == 1 else net.serial()
     run_id = {"model": "conv_resnet", "steps": args.steps, "channels": args.channels,
               "T": args.T, "dataset": data.name, "image_size": data.image_size,
               "batch_size": args.batch_size}
-    solver_id = {"levels": args.levels, "cfactor": args.cfactor, "relax": args.relax,
+    solver_id = {"levels": args.levels, "cfactor": args.cfactor, "relax": net.relax,
                  "fwd_iters": args.fwd_iters, "bwd_iters": args.bwd_iters}
     ckpts = {label: os.path.join(args.checkpoint_dir, f"{label}.pt") if args.checkpoint_dir
              else None for label in ("layer_parallel", "serial")}
     x, y = next(iter(data.train))
-    check = gradient_check(net, x, y)
+    check = gradient_check(net, x.to(device), y.to(device))
+    relax = net.relax if isinstance(net.relax, str) else ",".join(net.relax)
+    on = f" on {world} ranks" if world > 1 else ""
     say(f"train-layer-parallel: N={args.steps} steps of {args.channels} channels on "
-        f"{data.name}, {args.levels} levels, cfactor {args.cfactor}, {args.relax}-relaxation, "
-        f"{args.fwd_iters} forward / {args.bwd_iters} backward iterations; first batch: "
-        f"output error {check['output_rel_err']:.2e}, gradient error "
-        f"{check['grad_rel_err']:.2e} (vs exact backprop)")
+        f"{data.name}{on}, {args.levels} levels, cfactor {args.cfactor}, {relax}-relaxation, "
+        f"{args.fwd_iters} forward / {args.bwd_iters} backward iterations")
+    if check is not None:
+        say(f"first batch: output error {check['output_rel_err']:.2e}, gradient error "
+            f"{check['grad_rel_err']:.2e} (vs exact backprop)")
     results: dict[str, Any] = {"gradient_check": check}
     common = dict(resume=args.resume, progress=not args.no_progress)
     res = fit(net, data.train, data.test, cfg, label="layer_parallel",
@@ -122,12 +172,16 @@ def run(args: argparse.Namespace) -> int:
         **res.to_dict(),
     }
     results["serial"] = None
+    if not is_main():
+        return 0  # the serial baseline and the outputs are rank 0's
     if serial is not None:
         sres = fit(serial, data.train, data.test, cfg, label="serial",
                    checkpoint=ckpts["serial"], run=run_id, **common)
         results["serial"] = {"test_accuracy": sres.test_accuracy,
                              "step_time_s": sres.step_time_s, **sres.to_dict()}
-    results["config"] = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    results["config"] = {**{k: v for k, v in vars(args).items() if not k.startswith("_")},
+                         "relax": relax, "world": world,
+                         "layer_slabs": [list(b) for b in net.layout.bounds]}
     lp = results["layer_parallel"]
     say(f"layer-parallel: test accuracy {lp['test_accuracy']:.2f}%  step "
         f"{1e3 * lp['step_time_s']:.1f} ms")

@@ -60,17 +60,26 @@ class Comm:
     rank = 0
     size = 1
 
-    def isend(self, t: torch.Tensor, dst: int, tag: int) -> Any:
+    def send(self, t: torch.Tensor, dst: int, tag: int, what: str) -> None:
         raise RuntimeError("a serial communicator has no peers")
 
     def recv_into(self, buf: torch.Tensor, src: int, tag: int, what: str) -> None:
         raise RuntimeError("a serial communicator has no peers")
 
-    def wait_all(self, works: list[Any], what: str) -> None:
+    def irecv(self, buf: torch.Tensor, src: int, tag: int, what: str) -> Any:
+        raise RuntimeError("a serial communicator has no peers")
+
+    def wait(self, handle: Any) -> None:
+        raise RuntimeError("a serial communicator has no peers")
+
+    def flush(self) -> None:
         pass
 
     def all_reduce(self, t: torch.Tensor, op: str, what: str) -> torch.Tensor:
         return t
+
+    def all_gather(self, t: torch.Tensor, what: str) -> torch.Tensor:
+        return t.unsqueeze(0)
 
     def broadcast(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
         return t
@@ -97,6 +106,7 @@ class GroupComm(Comm):
         self.timeout = timedelta(seconds=float(timeout))
         self.backend = str(dist.get_backend(self.group))
         self._ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+        self._pending: list[tuple[Any, torch.Tensor, int, str]] = []
 
     def _mirror(self, r: int) -> int:
         return self.size - 1 - r if self.reverse else r
@@ -130,26 +140,42 @@ class GroupComm(Comm):
         except RuntimeError as err:
             raise self._fail(err, what, peer) from err
 
-    def isend(self, t: torch.Tensor, dst: int, tag: int) -> Any:
+    def send(self, t: torch.Tensor, dst: int, tag: int, what: str) -> None:
+        """Start sending a copy of ``t`` and go on: the sender never waits for the
+        receiver here; :meth:`flush` checks that the sends completed."""
         buf = self._wire(t)
+        if buf.data_ptr() == t.data_ptr():
+            buf = buf.clone()  # the caller may change t before the message leaves
         work = self._post(
             lambda: dist.isend(buf, self._global(dst), group=self.group, tag=tag),
-            f"sending a state to rank {self._mirror(dst)}", dst,
+            f"sending {what} to rank {self._mirror(dst)}", dst,
         )
-        return (work, buf, dst)
+        self._pending.append((work, buf, dst, what))
 
     def recv_into(self, buf: torch.Tensor, src: int, tag: int, what: str) -> None:
+        self.wait(self.irecv(buf, src, tag, what))
+
+    def irecv(self, buf: torch.Tensor, src: int, tag: int, what: str) -> Any:
+        """Post a receive into ``buf`` now (so the sender's message can land while this
+        rank works); :meth:`wait` completes it."""
         wire = buf if (self.backend != "gloo" or buf.device.type == "cpu") else buf.cpu()
         what = f"receiving {what} from rank {self._mirror(src)}"
         work = self._post(
             lambda: dist.irecv(wire, self._global(src), group=self.group, tag=tag), what, src
         )
+        return work, wire, buf, src, what
+
+    def wait(self, handle: Any) -> None:
+        work, wire, buf, src, what = handle
         self._wait(work, what, src)
         if wire is not buf:
             buf.copy_(wire)
 
-    def wait_all(self, works: list[Any], what: str) -> None:
-        for work, _buf, dst in works:
+    def flush(self) -> None:
+        """Wait for every send started since the last flush (a peer that died or hangs is
+        an error here)."""
+        pending, self._pending = self._pending, []
+        for work, _buf, dst, what in pending:
             self._wait(work, f"sending {what} to rank {self._mirror(dst)}", dst)
 
     def all_reduce(self, t: torch.Tensor, op: str, what: str) -> torch.Tensor:
@@ -161,6 +187,20 @@ class GroupComm(Comm):
         )
         self._wait(work, what)
         return wire.to(t.device)
+
+    def all_gather(self, t: torch.Tensor, what: str) -> torch.Tensor:
+        """Every rank's ``t``, stacked in rank order (one collective for values that are
+        reduced in different ways)."""
+        wire = self._wire(t).contiguous()
+        parts = [torch.empty_like(wire) for _ in range(self.size)]
+        what = f"all-gather of {what}"
+        work = self._post(
+            lambda: dist.all_gather(parts, wire, group=self.group, async_op=True), what, None
+        )
+        self._wait(work, what)
+        if self.reverse:
+            parts.reverse()
+        return torch.stack(parts).to(t.device)
 
     def broadcast(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
         wire = self._wire(t).clone()

@@ -46,6 +46,12 @@ CYCLES = ("V", "F")
 RELAXATIONS = ("F", "FCF")
 
 
+def _peak(t: torch.Tensor) -> torch.Tensor:
+    """``max |t|`` (NaN if any is), without allocating ``|t|``: one pass of aminmax."""
+    lo, hi = torch.aminmax(t)
+    return torch.maximum(-lo, hi)
+
+
 def relaxation_per_level(relax: str | Sequence[str], levels: int) -> list[str]:
     """``relax`` as one relaxation per relaxing level (all but the coarsest of
     ``levels``): a name applies to all; a sequence gives one each."""
@@ -129,6 +135,12 @@ class MGRIT:
         self.divergence_factor = float(divergence_factor)
         self.comm = make_comm(group, timeout)
         self._ncf = [0 if r == "F" else self.cf_iter for r in per_level] + [0]
+        # receives posted early, by the order recorded per kind of iteration (first, later)
+        self._patterns: dict[bool, list[tuple[int, int, str]]] = {}
+        self._posted: dict[tuple[int, int], list[tuple[Any, torch.Tensor]]] = {}
+        self._recording: list[tuple[int, int, str]] | None = None
+        self._boxes: list[torch.Tensor] = []
+        self._kind = True
         self.partition = Partition.of(self.grid, self.comm.rank, self.comm.size, slabs)
         part = self.partition
         self.slab = part.slab
@@ -271,21 +283,56 @@ class MGRIT:
         head = segments[0] if segments and segments[0][0] == first else None
         body = segments[1:] if head else segments
         prev, nxt = self._prev[l], self._next[l]
-        sends: list[Any] = []
-        U = self._U[l]
+        U, what = self._U[l], f"a boundary state on level {l}"
         if nxt is not None and last % m == 0:
-            sends.append(self.comm.isend(U[-1], nxt, _TAG_F))
+            self.comm.send(U[-1], nxt, _TAG_F, what)
         for s, e in reversed(body):
             self._sweep(l, s, e)
             if e == last and nxt is not None:
-                sends.append(self.comm.isend(U[-1], nxt, _TAG_F))
+                self.comm.send(U[-1], nxt, _TAG_F, what)
         if prev is not None:
-            self.comm.recv_into(U[0], prev, _TAG_F, f"a boundary state on level {l}")
+            self._recv(U[0], prev, _TAG_F, what)
         if head is not None:
             self._sweep(l, *head)
             if head[1] == last and nxt is not None:
-                sends.append(self.comm.isend(U[-1], nxt, _TAG_F))
-        self.comm.wait_all(sends, f"a boundary state on level {l}")
+                self.comm.send(U[-1], nxt, _TAG_F, what)
+
+    # -- messages ---------------------------------------------------------------------------
+    def _recv(self, buf: torch.Tensor, src: int, tag: int, what: str) -> None:
+        """Receive into ``buf``: from a receive posted at the start of the iteration when
+        there is one (a message then lands while this rank works, instead of waiting for
+        a handshake with a busy sender), else directly. The order of an iteration's
+        receives is recorded, so the next iteration of the same kind posts them early."""
+        posted = self._posted.get((src, tag))
+        if posted:
+            handle, box = posted.pop(0)
+            self.comm.wait(handle)
+            buf.copy_(box)
+        else:
+            self.comm.recv_into(buf, src, tag, what)
+        if self._recording is not None:
+            self._recording.append((src, tag, what))
+
+    def _post_receives(self) -> None:
+        """Post this iteration's receives, in the order the last iteration of its kind
+        (the first of a solve, or a later one) made them; record them if not known."""
+        if self.comm.size == 1:
+            return
+        self._kind = kind = self._iteration == 0
+        pattern = self._patterns.get(kind)
+        self._recording = None if pattern is not None else []
+        self._posted = {}
+        for j, (src, tag, what) in enumerate(pattern or ()):
+            box = self._boxes[j] if j < len(self._boxes) else torch.empty_like(self._u0)
+            if j == len(self._boxes):
+                self._boxes.append(box)
+            handle = self.comm.irecv(box, src, tag, what)
+            self._posted.setdefault((src, tag), []).append((handle, box))
+
+    def _end_receives(self) -> None:
+        if self._recording is not None:
+            self._patterns[self._kind] = self._recording
+        self._recording = None
 
     def _c_relax(self, l: int) -> None:
         U, G = self._U[l], self._G[l]
@@ -304,15 +351,13 @@ class MGRIT:
         """Inject u to level l + 1 and form the FAS right-hand side there."""
         c, m = l + 1, self.grid.m[l]
         U, G, Uc, Gc, Vc = self._U[l], self._G[l], self._U[c], self._G[c], self._V[c]
-        coarse = self._owned(c)
+        coarse, what = self._owned(c), f"a restricted state on level {c}"
         for k in coarse:
             Vc[self._row(c, k)] = U[self._row(l, k * m)]
-        sends = []
         if coarse and self._next[c] is not None:
-            sends.append(self.comm.isend(Vc[-1], self._next[c], _TAG_V))
+            self.comm.send(Vc[-1], self._next[c], _TAG_V, what)
         if coarse and self._prev[c] is not None:
-            self.comm.recv_into(Vc[0], self._prev[c], _TAG_V, f"a restricted state on level {c}")
-        self.comm.wait_all(sends, f"a restricted state on level {c}")
+            self._recv(Vc[0], self._prev[c], _TAG_V, what)
         Uc.copy_(Vc)
         for j, k in enumerate(coarse):
             if k == 0:
@@ -340,12 +385,11 @@ class MGRIT:
             return
         U = self._U[l]
         if self._prev[l] is not None:
-            self.comm.recv_into(U[0], self._prev[l], _TAG_SOLVE, f"the coarse solve on level {l}")
+            self._recv(U[0], self._prev[l], _TAG_SOLVE, f"the coarse solve on level {l}")
         self._sweep(l, max(own.start, 1), own.stop - 1)
         self._watch(l)
         if self._next[l] is not None:
-            work = self.comm.isend(U[-1], self._next[l], _TAG_SOLVE)
-            self.comm.wait_all([work], f"the coarse solve on level {l}")
+            self.comm.send(U[-1], self._next[l], _TAG_SOLVE, f"the coarse solve on level {l}")
 
     def _cycle(self, l: int, cycle: str, first_f: bool) -> None:
         if l == self.grid.num_levels - 1:
@@ -380,7 +424,7 @@ class MGRIT:
         """Remember the first level whose values turn non-finite or too large."""
         if not self._count[l] or self._bad_level is not None:
             return
-        peak = float(self._U[l][1:].abs().amax())
+        peak = float(_peak(self._U[l][1:]))
         if not math.isfinite(peak):
             self._bad_level = l
         elif peak > self.divergence_factor * self._scale and self._huge_level is None:
@@ -404,15 +448,18 @@ class MGRIT:
                 self._phi_cache[j] = phi
                 sumsq += torch.linalg.vector_norm(phi - U[r]).double() ** 2
             self._cache_valid = True
-        total = self.comm.all_reduce(sumsq.reshape(1), "sum", "the residual norm")
         peaks = torch.stack([
-            torch.nan_to_num(self._U[l][1:].abs().amax().double(), nan=math.inf)
+            torch.nan_to_num(_peak(self._U[l][1:]).double(), nan=math.inf)
             if self._count[l] else torch.zeros((), dtype=torch.float64, device=U.device)
             for l in range(L)
         ] + [torch.tensor(0.0 if lev is None else L - lev, dtype=torch.float64, device=U.device)
              for lev in (self._bad_level, self._huge_level)])
         self._bad_level = self._huge_level = None
-        peaks = self.comm.all_reduce(peaks, "max", "the state magnitude")
+        # one collective: the squared norms add up, the peaks take the largest
+        ranks = self.comm.all_gather(torch.cat([sumsq.reshape(1), peaks]),
+                                     "the residual norm and the state magnitude")
+        self.comm.flush()  # the peers got this iteration's messages before they joined
+        total, peaks = ranks[:, 0].sum(), ranks[:, 1:].amax(dim=0)
         return math.sqrt(float(total.item())), peaks.cpu()
 
     def _check_divergence(self, res: float, peaks: torch.Tensor) -> None:
@@ -720,7 +767,9 @@ class MGRIT:
         try:
             while not converged and self._iteration < self.max_iter:
                 t_it = time.perf_counter()
+                self._post_receives()
                 self._cycle(0, self.cycle, True)
+                self._end_receives()
                 self._iteration += 1
                 res, peaks = self._residual()
                 self._residuals.append(res)

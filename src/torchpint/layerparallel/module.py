@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -143,6 +144,9 @@ class LayerParallel(nn.Module):
         self.fwd_iters, self.bwd_iters = int(fwd_iters), int(bwd_iters)
         self.fwd_residuals: list[float] = []  # of the last forward solve
         self.bwd_residuals: list[float] = []  # of the last adjoint solve
+        # seconds of the last batch: each solve's wall time and the part of it spent in
+        # the steps (the rest is the solver's bookkeeping and communication)
+        self.timings: dict[str, float] = {}
         self._fwd: tuple[ForwardProblem, MGRIT] | None = None
         self._adj: tuple[AdjointProblem, MGRIT] | None = None
         self._meta: dict[Any, tuple[torch.Size, torch.dtype]] = {}
@@ -165,6 +169,12 @@ class LayerParallel(nn.Module):
     def layers(self) -> range:
         """The global indices of this rank's step layers (``self.steps``)."""
         return self.layout.layers
+
+    @property
+    def shard_comm(self) -> Comm | None:
+        """The ranks' communicator when each holds a different part (training code
+        checkpoints every rank's part then), else ``None``."""
+        return self.comm if self.comm.size > 1 else None
 
     def _agree(self, value: float, how: str) -> float:
         """``value`` from rank 0 (``"first"``) or the largest over the ranks."""
@@ -224,26 +234,26 @@ class LayerParallel(nn.Module):
 
     def _send_edges(self, ref: torch.Tensor) -> None:
         """Send the current weights of this rank's layers that other ranks' coarse steps
-        use, and receive those this rank's use (one message per pair, once per forward)."""
+        use, and receive those this rank's use (one message per pair, once per forward;
+        the solve's first iteration checks that the sends completed)."""
         if self.comm.size == 1:
             return
-        sends = []
         for r, k in self.layout.edges():
             if self.layout.owner(k) == self.comm.rank:
                 layer = self.steps[k - self.layers.start]
-                sends.append(self.comm.isend(_flat(layer), r, _TAG_EDGE))
+                self.comm.send(_flat(layer), r, _TAG_EDGE, f"the weights of layer {k}")
         for k, layer in self._edges.items():
             p = next(iter(self.steps.parameters()), ref)
             layer.to(device=p.device, dtype=p.dtype).train(self.training)
             buf = _flat(layer)
             self.comm.recv_into(buf, self.layout.owner(k), _TAG_EDGE, f"the weights of layer {k}")
             _unflat(layer, buf)
-        self.comm.wait_all(sends, "layer weights")
 
     def forward_solve(self, u0: torch.Tensor) -> tuple[ForwardProblem, list[torch.Tensor]]:
         """MGRIT on the steps from ``u0``: the problem and the fine states ``x_k`` of this
         rank's layers. The solver is kept, and warm-started from the last solution, while
         the batch shape stays."""
+        t0 = time.perf_counter()
         u0 = u0.detach()
         self._send_edges(u0)
         if self._fwd is not None and self._matches(self._fwd[0], u0):
@@ -260,12 +270,15 @@ class LayerParallel(nn.Module):
             self._fwd = (problem, solver)
             res = solver.solve()
         self.fwd_residuals = list(res.residuals)
+        self.timings = {"forward_solve": time.perf_counter() - t0,
+                        "forward_steps": res.timings["step"]}
         return problem, _rows(res)
 
     def adjoint_solve(self, graphs: StepGraphs, g: torch.Tensor) -> list[torch.Tensor]:
         """MGRIT on the adjoint from ``g = dL/du_N`` (on the last rank) over the batch's
         recorded step graphs: ``lambda_{k+1}`` for this rank's layers ``k``, in reverse
         order, then (on rank 0) ``lambda_0``. The solver is kept while the shape stays."""
+        t0 = time.perf_counter()
         g = g.detach()
         if self._adj is not None and self._matches(self._adj[0], g):
             adjoint, solver = self._adj
@@ -279,6 +292,8 @@ class LayerParallel(nn.Module):
             res = solver.solve()
         adjoint.prepare(None, g)  # the kept solver must not keep this batch's graphs
         self.bwd_residuals = list(res.residuals)
+        self.timings.update(adjoint_solve=time.perf_counter() - t0,
+                            adjoint_steps=res.timings["step"])
         rows = _rows(res)
         return rows + [res.u[-1]] if self.comm.rank == 0 else rows
 

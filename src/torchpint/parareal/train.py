@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from torchpint.common.seeds import mix_seed
 from torchpint.core import DivergenceError
-from torchpint.core.checkpoint import atomic_save, check_fingerprint
+from torchpint.core.checkpoint import atomic_save, check_fingerprint, rank_file
 from torchpint.core.checkpoint import load_checkpoint as read_checkpoint
 from torchpint.parareal.network import PararealNetwork
 
@@ -225,10 +225,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _state_is_finite(model: nn.Module) -> bool:
-    """Whether every floating-point parameter and buffer of ``model`` is finite."""
-    return all(
+    """Whether every floating-point parameter and buffer of ``model`` is finite (on every
+    rank, for a model sharded over ranks)."""
+    finite = all(
         bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()
     )
+    return _all_ranks(model, finite, "min")
+
+
+def _all_ranks(model: nn.Module, flag: bool, how: str) -> bool:
+    """``flag`` combined over the ranks of a sharded model (``shard_comm``: each rank
+    holds a different part, e.g. a distributed LayerParallel); itself otherwise."""
+    comm = getattr(model, "shard_comm", None)
+    if comm is None:
+        return flag
+    sign = 1.0 if how == "max" else -1.0
+    t = comm.all_reduce(torch.tensor([sign * float(flag)]), "max", "a training check")
+    return bool(sign * float(t.item()) > 0)
 
 
 def _has_non_finite_input(loader: DataLoader) -> bool:
@@ -313,10 +326,25 @@ def fit(
     result = TrainResult(label, params=sum(p.numel() for p in model.parameters()))
     start = 0
     saved: int | None = None  # the epoch of the checkpoint on disk from this run
-    if resume and checkpoint and os.path.exists(checkpoint):
+    comm = getattr(model, "shard_comm", None)
+    if checkpoint and comm is not None:  # every rank writes its own part
+        checkpoint = os.fspath(rank_file(checkpoint, comm.rank, comm.size))
+    found = bool(resume and checkpoint and os.path.exists(checkpoint))
+    if _all_ranks(model, found, "max") != _all_ranks(model, found, "min"):
+        raise ValueError(
+            f"some ranks found their checkpoint file ({checkpoint}) and others did not: "
+            "every rank needs the files of one run, written by as many ranks as now; "
+            "restore them, or drop --resume to start from scratch"
+        )
+    if found:
         state = load_checkpoint(checkpoint)
         if run is not None:
             check_fingerprint(state.get("run"), run, checkpoint)
+        if comm is not None and state.get("world") != comm.size:
+            raise ValueError(
+                f"cannot resume {checkpoint}: it was written by {state.get('world')} ranks, "
+                f"this run has {comm.size}; resume on {state.get('world')} ranks"
+            )
         if state.get("config") != asdict(cfg):
             diff = {
                 k: (state.get("config", {}).get(k), v)
@@ -432,7 +460,7 @@ def fit(
                     f"{(epoch + 1) * steps} of the run)"
                 )
                 raise _divergence(cfg, label, where, checkpoint, saved)
-            if main:
+            if main or comm is not None:
                 atomic_save(
                     {
                         "label": label,
@@ -445,6 +473,7 @@ def fit(
                         "step_times": result.step_times,
                         **(extra_state or {}),
                         **({"run": run} if run is not None else {}),
+                        **({"world": comm.size} if comm is not None else {}),
                     },
                     checkpoint,
                 )
