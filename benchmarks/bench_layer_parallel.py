@@ -155,6 +155,7 @@ def measure(n: int, channels: int, batch: int, world: int, rounds: int, k: int,
     ranks = _Ranks(world, n, channels, batch)
     per_round: dict[str, list[float]] = {v: [] for v in ("a", "b", "c", "d")}
     overhead: list[float] = []
+    in_solver: dict[str, list[float]] = {"forward": [], "vjp": []}
     try:
         for r in range(rounds):
             order = ["a", "b", "c", "d"] if r % 2 == 0 else ["d", "c", "b", "a"]
@@ -172,6 +173,10 @@ def measure(n: int, channels: int, batch: int, world: int, rounds: int, k: int,
                             extra = (t["forward_solve"] - t["forward_steps"]
                                      + t["adjoint_solve"] - t["adjoint_steps"])
                             overhead.append(extra / times[-1])
+                            in_solver["forward"].append(
+                                t["forward_steps"] / sum(lp.step_counts["forward"]))
+                            in_solver["vjp"].append(
+                                t["adjoint_steps"] / sum(lp.step_counts["adjoint"]))
                 per_round[v].append(statistics.median(times))
         latency = ranks.latency
     finally:
@@ -194,18 +199,21 @@ def measure(n: int, channels: int, batch: int, world: int, rounds: int, k: int,
         "overhead_share_1proc": statistics.median(overhead),
         "latency_s": latency,
         "counts": _counts(lp),
-        "costs": _step_costs(n, channels, batch),
+        # a step's and a VJP's cost inside the solves (1 process): what the model uses
+        "costs": {**_step_costs(n, channels, batch),
+                  **{k: statistics.median(v) for k, v in in_solver.items()}},
     }
 
 
 def _counts(net: LayerParallel) -> dict[str, list[int]]:
     """Steps per level of the last forward and adjoint solves (one process)."""
-    return {"forward": list(net._fwd[1]._step_counts), "adjoint": list(net._adj[1]._step_counts)}
+    return dict(net.step_counts)
 
 
 def _step_costs(n: int, channels: int, batch: int) -> dict[str, float]:
-    """Seconds of one layer's forward step, of one vector-Jacobian product, of the serial
-    net's open+close+loss (forward and backward), all on 1 thread."""
+    """Seconds of one layer's forward step and of one vector-Jacobian product alone
+    (``*_alone``), and of the serial net's open+close+loss (forward and backward), all on
+    1 thread."""
     torch.set_num_threads(1)
     net = _net(n, channels)
     x, y = _batch(batch)
@@ -230,7 +238,7 @@ def _step_costs(n: int, channels: int, batch: int) -> dict[str, float]:
         z = net.open(x)
         F.cross_entropy(net.close(z), y).backward()
 
-    return {"forward": fwd, "vjp": vjp, "open_close": timed(ends)}
+    return {"forward_alone": fwd, "vjp_alone": vjp, "open_close": timed(ends)}
 
 
 def model_time(n: int, world: int, counts: dict[str, list[int]], costs: dict[str, float],
@@ -259,8 +267,9 @@ def model_time(n: int, world: int, counts: dict[str, list[int]], costs: dict[str
 
 
 def serial_time(n: int, costs: dict[str, float]) -> float:
-    """Predicted seconds of a serial training step: a forward and a VJP per layer."""
-    return costs["open_close"] + n * (costs["forward"] + costs["vjp"])
+    """Predicted seconds of a serial training step: a forward and a VJP per layer (each
+    at its cost alone: serial autograd does no solver work)."""
+    return costs["open_close"] + n * (costs["forward_alone"] + costs["vjp_alone"])
 
 
 def _model_counts(n: int) -> dict[str, list[int]]:
@@ -328,8 +337,10 @@ def main() -> None:
                                      r["latency_s"]),
             "serial_s": serial_time(r["steps"], r["costs"]),
         }
-    print(f"\ncost model (step {1e3 * base['costs']['forward']:.2f} ms, VJP "
-          f"{1e3 * base['costs']['vjp']:.2f} ms, latency {1e6 * base['latency_s']:.0f} us; "
+    print(f"\ncost model (in the solver: step {1e3 * base['costs']['forward']:.2f} ms, VJP "
+          f"{1e3 * base['costs']['vjp']:.2f} ms; alone {1e3 * base['costs']['forward_alone']:.2f}"
+          f" and {1e3 * base['costs']['vjp_alone']:.2f} ms; latency "
+          f"{1e6 * base['latency_s']:.0f} us; "
           f"serial on {threads} threads {thr:.2f}x faster than on 1):")
     for r in rows:
         c = r["model_check"]

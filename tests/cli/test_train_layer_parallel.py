@@ -44,3 +44,38 @@ def test_resume_refuses_other_solver_settings(tmp_path, capsys):
     assert main([*TINY, "--epochs", "2", "--checkpoint-dir", d, "--resume",
                  "--fwd-iters", "3"]) == 2
     assert "fwd_iters" in capsys.readouterr().err
+
+
+def _two_ranks(rank, world, args):
+    import io
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()):
+        code = main(args)
+    return code
+
+
+def test_two_ranks_train_as_one_process_and_resume(tmp_path):
+    """Under two Gloo ranks (as torchrun gives) each rank holds half of the layers; the
+    run equals the one-process run, and it resumes from the ranks' checkpoint files."""
+    from torchpint.testing import spawn_gloo
+
+    one, two, again = (tmp_path / f"{n}.json" for n in ("one", "two", "again"))
+    d = str(tmp_path / "ck")
+    assert main([*TINY, "--epochs", "2", "--json", str(one)]) == 0
+    args = [*TINY, "--epochs", "2", "--checkpoint-dir", d, "--json", str(two)]
+    assert spawn_gloo(_two_ranks, 2, args) == [0, 0]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
+        "layer_parallel.pt.rank0", "layer_parallel.pt.rank1"]
+    args = [*TINY, "--epochs", "2", "--checkpoint-dir", d, "--resume", "--json", str(again)]
+    assert spawn_gloo(_two_ranks, 2, args) == [0, 0]
+    a, b, c = (json.loads(p.read_text()) for p in (one, two, again))
+    assert b["config"]["world"] == 2 and b["config"]["layer_slabs"] == [[0, 2], [2, 4]]
+    assert c["layer_parallel"]["resumed_from_epoch"] == 2
+    assert c["layer_parallel"]["history"] == b["layer_parallel"]["history"]
+    for ha, hb in zip(a["layer_parallel"]["history"], b["layer_parallel"]["history"],
+                      strict=True):
+        assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-5)
+        assert hb["test_accuracy"] == pytest.approx(ha["test_accuracy"], abs=1e-9)
+    assert b["gradient_check"]["grad_rel_err"] == pytest.approx(
+        a["gradient_check"]["grad_rel_err"], rel=1e-4)

@@ -255,7 +255,10 @@ class MGRIT:
         for i in range(start, stop + 1):
             r = self._row(l, i)
             new = self._phi(l, U[r - 1], i - 1)
-            U[r] = new if G is None else new + G[r]
+            if G is None:
+                U[r] = new
+            else:
+                torch.add(new, G[r], out=U[r])
 
     # -- relaxation ---------------------------------------------------------------------
     def _f_relax(self, l: int) -> None:
@@ -421,8 +424,9 @@ class MGRIT:
 
     # -- residual and health ------------------------------------------------------------
     def _watch(self, l: int) -> None:
-        """Remember the first level whose values turn non-finite or too large."""
-        if not self._count[l] or self._bad_level is not None:
+        """Remember the first level whose values turn non-finite or too large (with
+        ``divergence_factor=inf`` the check once per iteration in :meth:`_residual` does)."""
+        if not self._count[l] or self._bad_level is not None or self.divergence_factor == math.inf:
             return
         peak = float(_peak(self._U[l][1:]))
         if not math.isfinite(peak):
@@ -728,6 +732,7 @@ class MGRIT:
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 1,
         resume: bool = False,
+        copy: bool = True,
     ) -> MGRITResult:
         """Iterate until the residual is below ``tol`` or ``max_iter`` iterations.
 
@@ -744,6 +749,9 @@ class MGRIT:
         solver settings; else :class:`CheckpointMismatchError`), on any number of ranks
         (the slabs are re-cut). An unreadable or incomplete checkpoint is a
         :class:`CheckpointError` naming the file.
+
+        ``copy=False`` returns views of the solver's buffers in the result's ``u`` and
+        ``ghost`` (no copy of every state; they change with the next solve).
         """
         t_solve = time.perf_counter()
         if initial is not None and warm_start:
@@ -788,7 +796,7 @@ class MGRIT:
         finally:
             if bar is not None:
                 bar.close()
-        return self._result(converged, time.perf_counter() - t_solve)
+        return self._result(converged, time.perf_counter() - t_solve, copy)
 
     def _initial_value(self, u0: torch.Tensor | None) -> torch.Tensor:
         """The initial state of this solve: ``u0`` (checked against the buffers) or the
@@ -819,15 +827,15 @@ class MGRIT:
         if own.start == 0:
             self._U[0][1] = self._u0
 
-    def _result(self, converged: bool, solve_time: float) -> MGRITResult:
+    def _result(self, converged: bool, solve_time: float, copy: bool = True) -> MGRITResult:
         U0 = self._U[0]
         last = self.comm.size - 1  # slabs are contiguous and non-empty: it owns t_N
         final = U0[-1] if self.comm.rank == last else torch.zeros_like(self._u0)
         final = self.comm.broadcast(final, last, "the final state")
         return MGRITResult(
-            u=U0[1:].clone(),
+            u=U0[1:].clone() if copy else U0[1:],
             points=self._owned(0),
-            ghost=U0[0].clone() if self._prev[0] is not None else None,
+            ghost=None if self._prev[0] is None else U0[0].clone() if copy else U0[0],
             final=final.clone(),
             residuals=list(self._residuals),
             converged=converged,

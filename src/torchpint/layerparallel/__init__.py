@@ -2,10 +2,12 @@
 adjoint, on the core's reusable solver (Günther, Ruthotto, Schroder, Cyr, Gauger 2020).
 
 ``LayerParallel(open, steps, close, ...)`` is an ``nn.Module`` trained like any other;
-``serial()`` gives the same network as an ordinary ``nn.Sequential``.
+``serial()`` gives the same network as an ordinary ``nn.Sequential``; ``refine`` makes a
+trained shallow network the start of a deeper one (multilevel initialisation).
 """
 
 from torchpint.layerparallel.models import conv_resnet
 from torchpint.layerparallel.module import LayerParallel, ResidualStep
+from torchpint.layerparallel.nested import refine
 
-__all__ = ["LayerParallel", "ResidualStep", "conv_resnet"]
+__all__ = ["LayerParallel", "ResidualStep", "conv_resnet", "refine"]

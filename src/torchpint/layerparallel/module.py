@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -101,7 +102,9 @@ class LayerParallel(nn.Module):
         keyed_rng: bool | None = None,
     ) -> None:
         super().__init__()
-        make = steps if callable(steps) else None
+        make = None if isinstance(steps, (nn.Module, Sequence)) else steps
+        if make is not None and not callable(make):
+            raise TypeError(f"steps must be a list of modules or a function of k, got {steps!r}")
         if make is None and num_steps is not None and num_steps != len(steps):
             raise ValueError(f"num_steps={num_steps} but {len(steps)} step layers were given")
         if make is not None and num_steps is None:
@@ -147,9 +150,11 @@ class LayerParallel(nn.Module):
         # seconds of the last batch: each solve's wall time and the part of it spent in
         # the steps (the rest is the solver's bookkeeping and communication)
         self.timings: dict[str, float] = {}
+        self.step_counts: dict[str, list[int]] = {}  # steps per level of the last solves
         self._fwd: tuple[ForwardProblem, MGRIT] | None = None
         self._adj: tuple[AdjointProblem, MGRIT] | None = None
         self._meta: dict[Any, tuple[torch.Size, torch.dtype]] = {}
+        self._recorded: weakref.ref[StepGraphs] | None = None  # the last batch's graphs
         if keyed_rng is None:
             keyed_rng = any(isinstance(m, _RANDOM) for m in self.steps.modules())
             keyed_rng = bool(self._agree(float(keyed_rng), "max"))
@@ -256,11 +261,13 @@ class LayerParallel(nn.Module):
         t0 = time.perf_counter()
         u0 = u0.detach()
         self._send_edges(u0)
+        # the states stay in the solver's buffers unless a recorded batch still uses them
+        copy = self._recorded is not None and self._recorded() is not None
         if self._fwd is not None and self._matches(self._fwd[0], u0):
             problem, solver = self._fwd
             problem.prepare(u0)
             problem.seed = self._batch_seed()
-            res = solver.solve(u0, warm_start=True)
+            res = solver.solve(u0, warm_start=True, copy=copy)
         else:
             layers = {**self._edges, **dict(zip(self.layers, self.steps, strict=True))}
             problem = ForwardProblem(layers, self.num_steps, self.T, u0)
@@ -268,10 +275,11 @@ class LayerParallel(nn.Module):
             solver = self._solver(self.fwd_iters, problem, self.comm,
                                   self.layout.forward_slabs())
             self._fwd = (problem, solver)
-            res = solver.solve()
+            res = solver.solve(copy=copy)
         self.fwd_residuals = list(res.residuals)
         self.timings = {"forward_solve": time.perf_counter() - t0,
                         "forward_steps": res.timings["step"]}
+        self.step_counts = {"forward": list(res.step_counts)}
         return problem, _rows(res)
 
     def adjoint_solve(self, graphs: StepGraphs, g: torch.Tensor) -> list[torch.Tensor]:
@@ -283,19 +291,20 @@ class LayerParallel(nn.Module):
         if self._adj is not None and self._matches(self._adj[0], g):
             adjoint, solver = self._adj
             adjoint.prepare(graphs, g)
-            res = solver.solve(g)
+            res = solver.solve(g, copy=False)
         else:
             adjoint = AdjointProblem(graphs, g)
             solver = self._solver(self.bwd_iters, adjoint, self._rcomm,
                                   self.layout.adjoint_slabs())
             self._adj = (adjoint, solver)
-            res = solver.solve()
+            res = solver.solve(copy=False)
         adjoint.prepare(None, g)  # the kept solver must not keep this batch's graphs
         self.bwd_residuals = list(res.residuals)
         self.timings.update(adjoint_solve=time.perf_counter() - t0,
                             adjoint_steps=res.timings["step"])
+        self.step_counts["adjoint"] = list(res.step_counts)
         rows = _rows(res)
-        return rows + [res.u[-1]] if self.comm.rank == 0 else rows
+        return rows + [res.u[-1].clone()] if self.comm.rank == 0 else rows  # (dL/du_0 leaves)
 
     def _batch_seed(self) -> int | None:
         """This batch's mask seed (the batch count moves on with each training forward)."""
@@ -390,6 +399,7 @@ class _Solve(torch.autograd.Function):
                 outs = [problem.phi(k, states[k - layers.start], h, True) for k in swept]
                 return outs[-1]
         graphs = StepGraphs(problem, states, layers.start)
+        net._recorded = weakref.ref(graphs)
         ctx.outs = [graphs.record(k, h, update_stats=True)[1] for k in layers]  # fine sweep
         ctx.net, ctx.params, ctx.graphs = net, params, graphs
         return ctx.outs[-1].detach()

@@ -108,7 +108,7 @@ class ForwardProblem(Problem):
                 f"{tuple(out.shape)}: a step must keep the state's shape; change shapes in "
                 "the open or close module"
             )
-        return out if self._with_h[k] else u + h * out
+        return out if self._with_h[k] else torch.add(u, out, alpha=h)
 
     def step(self, u: torch.Tensor, i: int, level: int) -> torch.Tensor:
         with torch.no_grad():
