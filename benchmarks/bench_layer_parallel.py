@@ -9,7 +9,9 @@ inputs, 3 levels, cfactor 4, 2 forward / 1 adjoint iterations):
 Rounds interleave the variants; a ratio is the median (quartiles) over rounds of the two
 variants' median step times in the same round, so drift in machine load cancels.
 
-Also: the share of a layer-parallel step (1 process) spent beyond the steps themselves
+Also: how much slower a layer step runs on every rank at once than in one process alone
+(no messages: what sharing the machine costs, a bound on (c)/(d)), the share of a
+layer-parallel step (1 process) spent beyond the steps themselves
 (the solvers' bookkeeping and communication: each solve's wall time minus its time inside
 the layers), the measured point-to-point latency, and a cost model of one step on P
 ranks (critical path from the measured step costs and latency) with the predicted
@@ -83,10 +85,27 @@ def _worker(rank: int, world: int, port: int, n: int, channels: int, batch: int,
             if k is None:
                 break
             dist.barrier()
+            if isinstance(k, tuple):  # ("alone", reps): layer steps, no messages
+                results.put(("times", rank, [_layer_steps(net, batch, k[1])]))
+                continue
             times = [step() for _ in range(k)]
             results.put(("times", rank, times))
     finally:
         dist.destroy_process_group()
+
+
+def _layer_steps(net: LayerParallel, batch: int, reps: int) -> float:
+    """Seconds per forward step of one layer with a fixed state, no messages: timed on
+    every rank at once, against one process alone, it shows what running the ranks side
+    by side costs this machine (shared memory bandwidth and caches)."""
+    layer = net.steps[0]
+    u = torch.randn(batch, layer[0].in_channels, 16, 16)
+    with torch.no_grad():
+        layer(u)
+        t = time.perf_counter()
+        for _ in range(reps):
+            u = u + 0.01 * layer(u)
+    return (time.perf_counter() - t) / reps
 
 
 def _ping(rank: int, rounds: int = 200) -> float:
@@ -120,7 +139,7 @@ class _Ranks:
         ready = [self.results.get(timeout=600) for _ in range(world)]
         self.latency = next(x[2] for x in ready if x[1] == 0)
 
-    def run(self, k: int) -> list[float]:
+    def run(self, k: int | tuple[str, int]) -> list[float]:
         for q in self.commands:
             q.put(k)
         out = {}
@@ -179,6 +198,8 @@ def measure(n: int, channels: int, batch: int, world: int, rounds: int, k: int,
                                 t["adjoint_steps"] / sum(lp.step_counts["adjoint"]))
                 per_round[v].append(statistics.median(times))
         latency = ranks.latency
+        side_by_side = statistics.median(ranks.run(("alone", 100)))
+        alone = _layer_steps(lp, batch, 100)
     finally:
         ranks.close()
         torch.set_num_threads(1)
@@ -197,6 +218,8 @@ def measure(n: int, channels: int, batch: int, world: int, rounds: int, k: int,
         "serial_threads_over_lp_ranks": ratio("b", "d"),
         "lp_1proc_over_serial_1thread": ratio("c", "a"),
         "overhead_share_1proc": statistics.median(overhead),
+        # a layer step on every rank at once over one alone: (c)/(d) cannot pass P / this
+        "side_by_side_slowdown": side_by_side / alone,
         "latency_s": latency,
         "counts": _counts(lp),
         # a step's and a VJP's cost inside the solves (1 process): what the model uses
@@ -315,7 +338,8 @@ def main() -> None:
     print(f"\nconv_resnet C={args.channels}, batch {args.batch}, {SOLVER}; "
           f"{args.ranks} Gloo ranks; {threads} cores; medians of {args.rounds} rounds")
     print(f"{'N':>5} {'(a) serial 1t':>14} {'(b) serial':>11} {'(c) LP 1p':>10} "
-          f"{'(d) LP':>8} {'(c)/(d)':>8} {'(a)/(d)':>8} {'(b)/(d)':>8} {'overhead':>9}")
+          f"{'(d) LP':>8} {'(c)/(d)':>8} {'(a)/(d)':>8} {'(b)/(d)':>8} {'overhead':>9} "
+          f"{'side by side':>13}")
     for r in rows:
         t = r["step_time_s"]
         print(f"{r['steps']:>5} {1e3 * t['a']:>11.1f} ms {1e3 * t['b']:>8.1f} ms "
@@ -323,7 +347,8 @@ def main() -> None:
               f"{r['lp_1proc_over_lp_ranks']['median']:>8.2f} "
               f"{r['serial_1thread_over_lp_ranks']['median']:>8.2f} "
               f"{r['serial_threads_over_lp_ranks']['median']:>8.2f} "
-              f"{100 * r['overhead_share_1proc']:>8.1f}%")
+              f"{100 * r['overhead_share_1proc']:>8.1f}% "
+              f"{r['side_by_side_slowdown']:>12.2f}x")
     base = rows[-1]
     thr = base["step_time_s"]["a"] / base["step_time_s"]["b"]
     model = []

@@ -31,6 +31,11 @@ from mgrit_training_tables import (  # this directory is on sys.path
     _cell_text,
 )
 from torchpint.training import TrainingProblem, make_task
+from torchpint.training.tasks import ADDER_VARIANTS
+
+
+def _task_options(args: argparse.Namespace) -> dict:
+    return {"variant": args.adder_variant} if args.problem == "adder" else {}
 
 _COLUMNS = {"xor": XOR_STEPS, "adder": ADDER_STEPS}
 _SOLVERS = ("two-level", "V", "F")
@@ -106,6 +111,8 @@ def _plot(path: str, rows: list[dict[str, Any]]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problem", choices=sorted(_COLUMNS), default="adder")
+    ap.add_argument("--adder-variant", choices=ADDER_VARIANTS, default="trask",
+                    help="the adder's weights and data (the stored results used uniform)")
     ap.add_argument("--steps", type=int, default=None, help="default: the table's largest N")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--lr", type=float, nargs="+", default=None,
@@ -140,7 +147,7 @@ def main() -> int:
     t0 = time.perf_counter()
     for lr in args.lr or [None]:
         for seed in args.seeds:
-            task = make_task(args.problem, seed)
+            task = make_task(args.problem, seed, **_task_options(args))
             rate = lr if lr is not None else task.defaults["lr"]
             p = TrainingProblem(task.model, task.loss_fn, task.data, steps, lr=rate,
                                 lr_rule="naive", data_rule=task.defaults["data_rule"])

@@ -29,6 +29,11 @@ import torch
 from torchpint.core import MGRIT, DivergenceError
 from torchpint.training import TrainingProblem, make_task
 from torchpint.training.config import default_tol, solver_options
+from torchpint.training.tasks import ADDER_VARIANTS
+
+
+def _task_options(args: argparse.Namespace) -> dict:
+    return {"variant": args.adder_variant} if args.problem == "adder" else {}
 
 
 def peak_sharpness(
@@ -74,6 +79,8 @@ def peak_sharpness(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problem", choices=("xor", "adder"), default="xor")
+    ap.add_argument("--adder-variant", choices=ADDER_VARIANTS, default="trask",
+                    help="the adder's weights and data (the stored results used uniform)")
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--lr", type=float, default=None, help="fine rate (default: the task's)")
@@ -96,7 +103,7 @@ def main() -> int:
     )
     print(f"{'seed':>4s} {'lambda*':>9s} {'at step':>7s} {'2/lambda*':>9s} {head}")
     for seed in args.seeds:
-        task = make_task(args.problem, seed)
+        task = make_task(args.problem, seed, **_task_options(args))
         lr = args.lr if args.lr is not None else task.defaults["lr"]
         peak, where = peak_sharpness(task, args.steps, lr, args.data, args.every, args.power_iters)
         row: dict[str, Any] = dict(

@@ -14,6 +14,8 @@ later run with the same directory continues an unfinished cell where it stopped.
     python benchmarks/mgrit_training_tables.py --problem xor --max-steps 3200 --seeds 0 1 2
     python benchmarks/mgrit_training_tables.py --problem adder --max-steps 400 --seeds 0 1
     python benchmarks/mgrit_training_tables.py --problem adder --report --plot adder.png
+    python benchmarks/mgrit_training_tables.py --problem adder-paper --jobs 2 \
+        --json benchmarks/results/mgrit_training_tables_adder_paper.json --resume
 """
 
 from __future__ import annotations
@@ -69,12 +71,49 @@ XOR_VARIANTS: dict[str, dict[str, Any]] = {
         paper=None),
 }
 
+# The first reading of the adder (uniform weights, wrapping sums: ``variant="uniform"``);
+# its table is in the appendix of docs/training-mgrit.md.
 ADDER_VARIANTS: dict[str, dict[str, Any]] = {
     f"{solver} a={lr}": dict(solver=solver, lr=lr, lr_rule="geometric", lr_max=0.2,
-                             data="full", paper=None)
+                             data="full", adder="uniform", paper=None)
     for lr in (0.1, 0.025)
     for solver in ("two-level", "V", "F")
 }
+
+# The paper's adder Tables 8-16 on Trask's adder (``variant="trask"``); N as published.
+PAPER_FULL = [40, 80, 160, 320, 640, 1280]
+PAPER_LONG = [100, 200, 400, 800, 1600, 3200, 6400, 12800]
+PAPER_ADDER: dict[str, dict[str, Any]] = {
+    "T8 naive two-level a=0.1": dict(
+        solver="two-level", lr=0.1, lr_rule="naive", lr_max=math.inf, data="full",
+        steps=PAPER_FULL, paper=[9, 13, 19, 36, 48, 50]),
+    "T9 Solver1 two-level a=0.1": dict(
+        solver="two-level", lr=0.1, lr_rule="geometric", lr_max=0.2, data="full",
+        steps=PAPER_FULL, paper=[9, 50, 50, 50, 50, 50]),
+    "T10 naive two-level a=0.025": dict(
+        solver="two-level", lr=0.025, lr_rule="naive", lr_max=math.inf, data="full",
+        steps=PAPER_FULL, paper=[8, 12, 17, 23, 31, 43]),
+    "T11 Solver1 two-level a=0.025": dict(
+        solver="two-level", lr=0.025, lr_rule="geometric", lr_max=0.2, data="full",
+        steps=PAPER_FULL, paper=[5, 7, 11, 16, 25, 37]),
+    "T12 Solver1 two-level a=0.025 50 pairs": dict(
+        solver="two-level", lr=0.025, lr_rule="geometric", lr_max=0.2, data="full",
+        pairs=50, steps=PAPER_LONG, paper=[4, 5, 7, 11, 14, 13, 14, 14]),
+    "T13 Solver2 two-level a=0.025": dict(
+        solver="two-level", lr=0.025, lr_rule="geometric", lr_max=0.2, data="serial",
+        steps=PAPER_LONG, paper=None),
+    "T14 Solver2 F a=0.025": dict(
+        solver="F", lr=0.025, lr_rule="geometric", lr_max=0.2, data="serial",
+        steps=PAPER_LONG, paper=[4, 4, 5, 5, 6, 6, 8, 13]),
+    "T15 Solver2 V a=0.025": dict(
+        solver="V", lr=0.025, lr_rule="geometric", lr_max=0.2, data="serial",
+        steps=PAPER_LONG, paper=[4, 5, 6, 7, 8, 9, 11, 20]),
+    "T16 Solver2 F a=0.025 g=1.25": dict(
+        solver="F", lr=0.025, lr_rule="geometric", lr_growth=1.25, lr_max=0.2,
+        data="serial", steps=PAPER_LONG, paper=[4, 4, 4, 5, 6, 6, 7, 10]),
+}
+PROBLEMS = {"xor": (XOR_VARIANTS, XOR_STEPS), "adder": (ADDER_VARIANTS, ADDER_STEPS),
+            "adder-paper": (PAPER_ADDER, sorted({*PAPER_FULL, *PAPER_LONG}))}
 
 
 def _ckpt_name(problem: str, variant: str, n: int, seed: int) -> str:
@@ -100,7 +139,10 @@ def run_cell(job: tuple[str, str, dict[str, Any], int, int, int, str | None]) ->
     from torchpint.training.config import default_tol, solver_options
 
     problem_name, variant, cfg, n, seed, max_iter, ckpt_dir = job
-    task = make_task(problem_name, seed)
+    options = {}
+    if problem_name.startswith("adder"):
+        options = {"variant": cfg.get("adder", "trask"), "pairs": cfg.get("pairs", 500)}
+    task = make_task(problem_name.split("-")[0], seed, **options)
     p = TrainingProblem(task.model, task.loss_fn, task.data, n, lr=cfg["lr"],
                         lr_rule=cfg["lr_rule"], lr_growth=cfg.get("lr_growth", 2.0),
                         lr_max=cfg["lr_max"], data_rule=cfg["data"])
@@ -167,10 +209,11 @@ def format_table(records: list[dict[str, Any]], problem: str, variants: dict[str
     lines = [f"{problem}: MGRIT iterations to ||r|| <= 1e-9 sqrt(N) (max {max_iter})", head,
              "-" * len(head)]
     for name, cfg in variants.items():
-        cells = [_cell_text(_cell(records, problem, name, n), max_iter) for n in steps]
+        cells = [_cell_text(_cell(records, problem, name, n), max_iter)
+                 if n in cfg.get("steps", steps) else "-" for n in steps]
         lines.append(f"{name} (ours)".ljust(width) + "".join(f"{c:>14}" for c in cells))
         if cfg.get("paper"):
-            full = XOR_STEPS if problem == "xor" else ADDER_STEPS
+            full = cfg.get("steps") or (XOR_STEPS if problem == "xor" else ADDER_STEPS)
             pub = {n: v for n, v in zip(full, cfg["paper"], strict=True)}
             cells = [("50+" if pub[n] is None else str(pub[n])) if n in pub else "-"
                      for n in steps]
@@ -221,7 +264,9 @@ def plot_histories(records: list[dict[str, Any]], problem: str, variants: dict[s
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problem", choices=["xor", "adder", "all"], default="xor")
+    ap.add_argument("--problem", choices=[*PROBLEMS, "all"], default="xor",
+                    help="xor; adder (the first, uniform reading); adder-paper (Tables 8-16 "
+                    "on Trask's adder)")
     ap.add_argument("--variants", nargs="*", help="substrings of variant names to run")
     ap.add_argument("--steps", type=int, nargs="*", help="N values (default: the paper's)")
     ap.add_argument("--max-steps", type=int, default=None, help="skip N above this")
@@ -241,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="only print the tables of the cells already in --json")
     args = ap.parse_args(argv)
 
-    problems = ["xor", "adder"] if args.problem == "all" else [args.problem]
+    problems = list(PROBLEMS) if args.problem == "all" else [args.problem]
     out = Path(args.json)
     records: list[dict[str, Any]] = []
     prev_wall = 0.0  # wall seconds of earlier runs of this table
@@ -251,19 +296,21 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r["problem"], r["variant"], r["steps"], r["seed"]) for r in records}
     jobs, tables = [], []
     for prob in problems:
-        variants = XOR_VARIANTS if prob == "xor" else ADDER_VARIANTS
+        variants, steps = PROBLEMS[prob]
         if args.variants:
             variants = {k: v for k, v in variants.items()
                         if any(s.lower() in k.lower() for s in args.variants)}
-        steps = args.steps or (XOR_STEPS if prob == "xor" else ADDER_STEPS)
+        steps = args.steps or steps
         if args.max_steps:
             steps = [n for n in steps if n <= args.max_steps]
         tables.append((prob, variants, steps))
         for n in steps:  # small N first: partial runs give whole columns
             for name, cfg in variants.items():
+                if n not in cfg.get("steps", steps):
+                    continue
                 for seed in args.seeds:
                     if (prob, name, n, seed) not in done and not args.report:
-                        cfg2 = {k: v for k, v in cfg.items() if k != "paper"}
+                        cfg2 = {k: v for k, v in cfg.items() if k not in ("paper", "steps")}
                         jobs.append((prob, name, cfg2, n, seed, args.max_iter,
                                      args.checkpoint_dir))
 

@@ -70,6 +70,26 @@ def test_adder_setup():
     assert torch.equal((a + b) % 4096, s)
 
 
+def test_adder_variants_follow_their_sources():
+    """trask (default): N(-0.1, 0.2^2) weights and 11-bit operands whose sum never wraps;
+    uniform: U[-1, 1) weights and wrapping 12-bit sums. Both default to Solver 2."""
+    pw = 2 ** torch.arange(12, dtype=torch.float64)
+    trask, uniform = adder_task(0), adder_task(0, variant="uniform")
+    w = torch.cat([p.detach().flatten() for p in trask.model.parameters()])
+    assert abs(float(w.mean()) + 0.1) < 0.01 and abs(float(w.std()) - 0.2) < 0.01
+    u = torch.cat([p.detach().flatten() for p in uniform.model.parameters()])
+    assert u.min() >= -1 and u.max() < 1 and abs(float(u.mean())) < 0.02
+    x, y = trask.data
+    a, b, s = x[:, :12] @ pw, x[:, 12:] @ pw, y @ pw
+    assert a.max() < 2**11 and b.max() < 2**11 and torch.equal(a + b, s)  # no overflow
+    x, y = uniform.data
+    a, b = x[:, :12] @ pw, x[:, 12:] @ pw
+    assert (a + b >= 4096).any()  # some sums wrap
+    assert trask.defaults["data_rule"] == "serial" and trask.defaults["solver"] == "two-level"
+    with pytest.raises(ValueError, match="variant"):
+        adder_task(0, variant="other")
+
+
 def test_digits_setup():
     t = digits_task(0)
     x, y = t.data

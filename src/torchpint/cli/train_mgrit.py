@@ -25,7 +25,7 @@ from torchpint.core.mgrit import RELAXATIONS
 from torchpint.training.config import SOLVERS, TrainingConfig
 from torchpint.training.problem import DIVERGENCE_HINT
 from torchpint.training.rules import DATA_RULES, LR_RULES
-from torchpint.training.tasks import TASKS
+from torchpint.training.tasks import ADDER_VARIANTS, TASKS
 
 _NOT_CONVERGED = (
     "A residual that stalls from the first iterations usually means unstable coarse steps "
@@ -43,7 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--problem", choices=sorted(TASKS), default="xor",
       help="training task (default xor)")
     a("--steps", type=COUNT, default=1600, help="N, the number of optimizer steps (default 1600)")
-    a("--solver", choices=SOLVERS, default="F", help="MGRIT variant (default F)")
+    a("--solver", choices=SOLVERS, default=None,
+      help="MGRIT variant (default: the problem's; F, the adder two-level)")
+    a("--adder-variant", choices=ADDER_VARIANTS, default="trask",
+      help="the adder's weights and data: trask (the paper's source: N(-0.1, 0.2^2) "
+      "weights, 11-bit operands) or uniform (U[-1, 1) weights, wrapping 12-bit sums)")
     a("--lr", type=POSITIVE, default=None, help="fine learning rate (default: the problem's)")
     a("--lr-rule", choices=LR_RULES, default="geometric", help="coarse rates (default geometric)")
     a("--lr-growth", type=bounded(float, 1), default=2.0,
@@ -101,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)  # NumPy's BLAS (the fast sigmoid-MLP engine)
     distributed = init_distributed(timeout=args.timeout)
-    task = make_task(args.problem, args.seed)
+    options = {"variant": args.adder_variant} if args.problem == "adder" else {}
+    task = make_task(args.problem, args.seed, **options)
     cfg = _config(args, task.defaults)
     n_weights = sum(p.numel() for p in task.model.parameters())
     say(f"train-mgrit: {args.problem}, {n_weights} weights, N={cfg.steps}, solver={cfg.solver}, "

@@ -116,9 +116,11 @@ class GroupComm(Comm):
         return r if self.group is None else dist.get_global_rank(self.group, r)
 
     def _wire(self, t: torch.Tensor) -> torch.Tensor:
-        """Gloo talks CPU tensors; NCCL talks CUDA tensors."""
+        """Gloo talks CPU tensors; NCCL talks CUDA tensors (this rank's device)."""
         if self.backend == "gloo" and t.device.type != "cpu":
             return t.detach().cpu()
+        if self.backend == "nccl" and t.device.type != "cuda":
+            return t.detach().to(torch.device("cuda", torch.cuda.current_device()))
         return t.detach().contiguous()
 
     def _fail(self, err: RuntimeError, what: str, peer: int | None) -> RankTimeoutError:
@@ -158,18 +160,20 @@ class GroupComm(Comm):
     def irecv(self, buf: torch.Tensor, src: int, tag: int, what: str) -> Any:
         """Post a receive into ``buf`` now (so the sender's message can land while this
         rank works); :meth:`wait` completes it."""
-        wire = buf if (self.backend != "gloo" or buf.device.type == "cpu") else buf.cpu()
+        wire = self._wire(buf)  # buf itself, or a copy on the wire's device
+        back = None if wire.data_ptr() == buf.data_ptr() else buf
         what = f"receiving {what} from rank {self._mirror(src)}"
         work = self._post(
             lambda: dist.irecv(wire, self._global(src), group=self.group, tag=tag), what, src
         )
-        return work, wire, buf, src, what
+        return work, wire, back, src, what
 
     def wait(self, handle: Any) -> None:
-        work, wire, buf, src, what = handle
+        """Complete a receive posted by :meth:`irecv`."""
+        work, wire, back, src, what = handle
         self._wait(work, what, src)
-        if wire is not buf:
-            buf.copy_(wire)
+        if back is not None:
+            back.copy_(wire)
 
     def flush(self) -> None:
         """Wait for every send started since the last flush (a peer that died or hangs is

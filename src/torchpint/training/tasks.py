@@ -57,14 +57,22 @@ def xor_task(seed: int = 0) -> Task:
                 {"lr": 1.0, "lr_max": 8.0, "data_rule": "full"}, accuracy)
 
 
+ADDER_VARIANTS = ("trask", "uniform")
+
+
 def adder_data(
-    n_pairs: int = 500, bits: int = 12, seed: int = 0
+    n_pairs: int = 500, bits: int = 12, seed: int = 0, operand_bits: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random pairs of ``bits``-bit numbers (2*bits input bits, LSB first) and their
-    ``bits``-bit sum (mod 2**bits, LSB first)."""
+    """Random pairs of ``operand_bits``-bit numbers (default ``bits``) written in ``bits``
+    bits each (2*bits input bits, LSB first) and their ``bits``-bit sum (LSB first). With
+    ``operand_bits = bits - 1`` the sum never overflows (Trask's data); with ``bits`` it
+    wraps mod 2**bits."""
+    ob = bits if operand_bits is None else int(operand_bits)
+    if not 1 <= ob <= bits:
+        raise ValueError(f"operand_bits must be in [1, {bits}], got {operand_bits!r}")
     rng = np.random.Generator(np.random.PCG64(int(seed)))
-    a = rng.integers(0, 2**bits, n_pairs)
-    b = rng.integers(0, 2**bits, n_pairs)
+    a = rng.integers(0, 2**ob, n_pairs)
+    b = rng.integers(0, 2**ob, n_pairs)
     s = (a + b) % 2**bits
     shifts = np.arange(bits)
 
@@ -75,13 +83,41 @@ def adder_data(
     return torch.from_numpy(x), torch.from_numpy(to_bits(s))
 
 
-def adder_task(seed: int = 0, data_seed: int | None = None) -> Task:
-    """12-bit binary adder: 24-128-64-12 sigmoid MLP, no biases (12,032 weights), 500 pairs.
+def _trask_init(model: nn.Module, seed: int) -> nn.Module:
+    """Weights normal with mean -0.1 and sd 0.2 from a seeded generator: Trask's
+    ``np.random.randn(n_in, n_out) * 0.2 - 0.1`` (the layers' own shape order does not
+    change the distribution)."""
+    g = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.2 - 0.1)
+    return model
 
-    lr 0.1 (also 0.025), lr_max 0.2, full batch, half sum-of-squares loss.
+
+def adder_task(seed: int = 0, data_seed: int | None = None, variant: str = "trask",
+               pairs: int = 500) -> Task:
+    """12-bit binary adder: 24-128-64-12 sigmoid MLP, no biases (12,032 weights), ``pairs``
+    pairs (500; the paper's Table 12 uses 50), half sum-of-squares loss.
+
+    ``variant="trask"`` (default) follows the code the paper takes its adder from (Trask's
+    synthetic-gradients tutorial, "plain vanilla" backprop): weights N(-0.1, 0.2^2) and
+    operands in [0, 2^11), so the 12-bit sum never overflows. ``"uniform"`` is this
+    library's first reading: weights uniform in [-1, 1) (the paper's XOR code) and 12-bit
+    operands whose sum wraps mod 2^12 (it reproduces the table in the appendix of
+    docs/training-mgrit.md).
+
+    Defaults: the paper's Solver 2, two-level (one example per step, ``i mod 500``), lr
+    0.025 growing by 2 per level up to 0.2 (Tables 13-16: the reproducible, scalable one).
     """
-    x, y = adder_data(500, 12, seed if data_seed is None else data_seed)
-    model = _uniform_init(sigmoid_mlp((24, 128, 64, 12), bias=False), seed)
+    if variant not in ADDER_VARIANTS:
+        raise ValueError(f"adder variant must be one of {ADDER_VARIANTS}, got {variant!r}")
+    ds = seed if data_seed is None else data_seed
+    if variant == "trask":
+        x, y = adder_data(pairs, 12, ds, operand_bits=11)
+        model = _trask_init(sigmoid_mlp((24, 128, 64, 12), bias=False), seed)
+    else:
+        x, y = adder_data(pairs, 12, ds)
+        model = _uniform_init(sigmoid_mlp((24, 128, 64, 12), bias=False), seed)
 
     def accuracy(m: nn.Module) -> float:  # fraction of correct output bits
         with torch.no_grad():
@@ -89,7 +125,8 @@ def adder_task(seed: int = 0, data_seed: int | None = None) -> Task:
         return float((pred == (y > 0.5)).float().mean())
 
     return Task("adder", model, HalfSSELoss(), (x, y),
-                {"lr": 0.1, "lr_max": 0.2, "data_rule": "full"}, accuracy)
+                {"lr": 0.025, "lr_max": 0.2, "lr_growth": 2.0, "data_rule": "serial",
+                 "solver": "two-level"}, accuracy)
 
 
 def digits_task(seed: int = 0, hidden: int = 32) -> Task:
@@ -120,8 +157,9 @@ def digits_task(seed: int = 0, hidden: int = 32) -> Task:
 TASKS = {"xor": xor_task, "adder": adder_task, "digits": digits_task}
 
 
-def make_task(name: str, seed: int = 0) -> Task:
-    """One of :data:`TASKS` by name."""
+def make_task(name: str, seed: int = 0, **options: Any) -> Task:
+    """One of :data:`TASKS` by name (``options`` go to its builder, e.g. the adder's
+    ``variant``)."""
     if name not in TASKS:
         raise ValueError(f"unknown problem {name!r}; choose from {sorted(TASKS)}")
-    return TASKS[name](seed)
+    return TASKS[name](seed, **options)
