@@ -99,6 +99,15 @@ PAPER_ADDER: dict[str, dict[str, Any]] = {
     "T12 Solver1 two-level a=0.025 50 pairs": dict(
         solver="two-level", lr=0.025, lr_rule="geometric", lr_max=0.2, data="full",
         pairs=50, steps=PAPER_LONG, paper=[4, 5, 7, 11, 14, 13, 14, 14]),
+    # Readings of the full batch, to find why Table 11 differs (Solver 1, a=0.025):
+    # Trask's minibatches of 10 pairs (one per step, in turn), and the loss averaged over
+    # the 500 pairs instead of summed (the same as every rate divided by 500).
+    "(reading) T11 minibatch 10": dict(
+        solver="two-level", lr=0.025, lr_rule="geometric", lr_max=0.2, data="minibatch",
+        batch_size=10, steps=PAPER_FULL, paper=None),
+    "(reading) T11 mean loss": dict(
+        solver="two-level", lr=0.025 / 500, lr_rule="geometric", lr_max=0.2 / 500,
+        data="full", steps=PAPER_FULL, paper=None),
     "T13 Solver2 two-level a=0.025": dict(
         solver="two-level", lr=0.025, lr_rule="geometric", lr_max=0.2, data="serial",
         steps=PAPER_LONG, paper=None),
@@ -145,7 +154,8 @@ def run_cell(job: tuple[str, str, dict[str, Any], int, int, int, str | None]) ->
     task = make_task(problem_name.split("-")[0], seed, **options)
     p = TrainingProblem(task.model, task.loss_fn, task.data, n, lr=cfg["lr"],
                         lr_rule=cfg["lr_rule"], lr_growth=cfg.get("lr_growth", 2.0),
-                        lr_max=cfg["lr_max"], data_rule=cfg["data"])
+                        lr_max=cfg["lr_max"], data_rule=cfg["data"],
+                        batch_size=cfg.get("batch_size"))
     if cfg.get("keying") == "fine":  # data of a coarse step keyed by its fine index
         batch = p.batch
         p.batch = lambda i, level=0: batch(p.fine_index(i, level), 0)  # type: ignore[method-assign]
