@@ -58,6 +58,10 @@ def test_resume_without_a_file_starts_afresh(tmp_path):
     fresh = MGRIT(p, tol=1e-12).solve()
     again = MGRIT(p, tol=1e-12).solve(checkpoint=tmp_path / "none.pt", resume=True)
     assert again.residuals == fresh.residuals and torch.equal(again.u, fresh.u)
+    # a folder that does not exist yet: no checkpoint either; the first save creates it
+    path = tmp_path / "new" / "run.pt"
+    later = MGRIT(p, tol=1e-12).solve(checkpoint=path, resume=True)
+    assert later.residuals == fresh.residuals and path.is_file()
 
 
 class _Payload:

@@ -193,9 +193,9 @@ def rank_files(path: str | os.PathLike) -> dict[int, Path]:
     """The ``path.rank<r>`` files that exist, by rank (temporary files excluded)."""
     p = Path(path)
     pattern = re.compile(re.escape(p.name) + r"\.rank(\d+)$")
-    try:
-        entries: Iterable[Path] = p.parent.iterdir()
-    except OSError:
+    try:  # (iterdir is lazy: a missing folder fails when listed, so list it here)
+        entries: Iterable[Path] = list(p.parent.iterdir())
+    except OSError:  # no folder yet: no files
         return {}
     found = {}
     for e in entries:
