@@ -326,9 +326,9 @@ class MGRIT:
         self._recording = None if pattern is not None else []
         self._posted = {}
         for j, (src, tag, what) in enumerate(pattern or ()):
-            box = self._boxes[j] if j < len(self._boxes) else torch.empty_like(self._u0)
-            if j == len(self._boxes):
-                self._boxes.append(box)
+            if j == len(self._boxes):  # one buffer per posted receive, kept for reuse
+                self._boxes.append(torch.empty_like(self._u0))
+            box = self._boxes[j]
             handle = self.comm.irecv(box, src, tag, what)
             self._posted.setdefault((src, tag), []).append((handle, box))
 

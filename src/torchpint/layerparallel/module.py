@@ -247,8 +247,8 @@ class LayerParallel(nn.Module):
             if self.layout.owner(k) == self.comm.rank:
                 layer = self.steps[k - self.layers.start]
                 self.comm.send(_flat(layer), r, _TAG_EDGE, f"the weights of layer {k}")
+        p = next(iter(self.steps.parameters()), ref)  # where and in what the layers are
         for k, layer in self._edges.items():
-            p = next(iter(self.steps.parameters()), ref)
             layer.to(device=p.device, dtype=p.dtype).train(self.training)
             buf = _flat(layer)
             self.comm.recv_into(buf, self.layout.owner(k), _TAG_EDGE, f"the weights of layer {k}")
@@ -268,7 +268,7 @@ class LayerParallel(nn.Module):
             problem.prepare(u0)
             problem.seed = self._batch_seed()
             res = solver.solve(u0, warm_start=True, copy=copy)
-        else:
+        else:  # (the new solver steps once per level when built: the seed is set first)
             layers = {**self._edges, **dict(zip(self.layers, self.steps, strict=True))}
             problem = ForwardProblem(layers, self.num_steps, self.T, u0)
             problem.seed = self._batch_seed()

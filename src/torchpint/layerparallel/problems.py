@@ -91,16 +91,7 @@ class ForwardProblem(Problem):
         layer = self.layers.get(k)
         if layer is None:
             raise RuntimeError(f"layer {k} is not on this rank (it holds {sorted(self.layers)})")
-        norms = [] if update_stats else self._norms[k]
-        if norms or self.seed is not None:
-            with contextlib.ExitStack() as stack:
-                stack.enter_context(frozen_stats(norms))
-                if self.seed is not None:
-                    devices = [u.device] if u.device.type == "cuda" else []
-                    stack.enter_context(torch.random.fork_rng(devices=devices))
-                    torch.manual_seed(mix_seed(self.seed, k))
-                out = layer(u, h) if self._with_h[k] else layer(u)
-        else:
+        with self._isolated(k, u, [] if update_stats else self._norms[k]):
             out = layer(u, h) if self._with_h[k] else layer(u)
         if out.shape != u.shape:
             raise ValueError(
@@ -109,6 +100,20 @@ class ForwardProblem(Problem):
                 "the open or close module"
             )
         return out if self._with_h[k] else torch.add(u, out, alpha=h)
+
+    def _isolated(self, k: int, u: torch.Tensor, norms: list) -> contextlib.AbstractContextManager:
+        """Around a call of layer ``k``: batch norms ``norms`` with their statistics frozen,
+        and the random numbers keyed by ``(seed, k)``; nothing when neither applies (the
+        common case costs no context setup)."""
+        if not norms and self.seed is None:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(frozen_stats(norms))
+        if self.seed is not None:
+            devices = [u.device] if u.device.type == "cuda" else []
+            stack.enter_context(torch.random.fork_rng(devices=devices))
+            torch.manual_seed(mix_seed(self.seed, k))
+        return stack
 
     def step(self, u: torch.Tensor, i: int, level: int) -> torch.Tensor:
         with torch.no_grad():
