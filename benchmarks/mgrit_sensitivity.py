@@ -31,11 +31,7 @@ from mgrit_training_tables import (  # this directory is on sys.path
     _cell_text,
 )
 from torchpint.training import TrainingProblem, make_task
-from torchpint.training.tasks import ADDER_VARIANTS
-
-
-def _task_options(args: argparse.Namespace) -> dict:
-    return {"variant": args.adder_variant} if args.problem == "adder" else {}
+from torchpint.training.tasks import ADDER_VARIANTS, adder_options
 
 _COLUMNS = {"xor": XOR_STEPS, "adder": ADDER_STEPS}
 _SOLVERS = ("two-level", "V", "F")
@@ -147,7 +143,7 @@ def main() -> int:
     t0 = time.perf_counter()
     for lr in args.lr or [None]:
         for seed in args.seeds:
-            task = make_task(args.problem, seed, **_task_options(args))
+            task = make_task(args.problem, seed, **adder_options(args.problem, args.adder_variant))
             rate = lr if lr is not None else task.defaults["lr"]
             p = TrainingProblem(task.model, task.loss_fn, task.data, steps, lr=rate,
                                 lr_rule="naive", data_rule=task.defaults["data_rule"])

@@ -29,11 +29,7 @@ import torch
 from torchpint.core import MGRIT, DivergenceError
 from torchpint.training import TrainingProblem, make_task
 from torchpint.training.config import default_tol, solver_options
-from torchpint.training.tasks import ADDER_VARIANTS
-
-
-def _task_options(args: argparse.Namespace) -> dict:
-    return {"variant": args.adder_variant} if args.problem == "adder" else {}
+from torchpint.training.tasks import ADDER_VARIANTS, adder_options
 
 
 def peak_sharpness(
@@ -103,7 +99,7 @@ def main() -> int:
     )
     print(f"{'seed':>4s} {'lambda*':>9s} {'at step':>7s} {'2/lambda*':>9s} {head}")
     for seed in args.seeds:
-        task = make_task(args.problem, seed, **_task_options(args))
+        task = make_task(args.problem, seed, **adder_options(args.problem, args.adder_variant))
         lr = args.lr if args.lr is not None else task.defaults["lr"]
         peak, where = peak_sharpness(task, args.steps, lr, args.data, args.every, args.power_iters)
         row: dict[str, Any] = dict(

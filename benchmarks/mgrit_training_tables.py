@@ -146,12 +146,11 @@ def run_cell(job: tuple[str, str, dict[str, Any], int, int, int, str | None]) ->
     from torchpint.core import MGRIT, DivergenceError
     from torchpint.training import TrainingProblem, make_task
     from torchpint.training.config import default_tol, solver_options
+    from torchpint.training.tasks import adder_options
 
     problem_name, variant, cfg, n, seed, max_iter, ckpt_dir = job
-    options = {}
-    if problem_name.startswith("adder"):
-        options = {"variant": cfg.get("adder", "trask"), "pairs": cfg.get("pairs", 500)}
-    task = make_task(problem_name.split("-")[0], seed, **options)
+    name = problem_name.split("-")[0]  # adder-paper is the adder
+    task = make_task(name, seed, **adder_options(name, cfg.get("adder"), cfg.get("pairs")))
     p = TrainingProblem(task.model, task.loss_fn, task.data, n, lr=cfg["lr"],
                         lr_rule=cfg["lr_rule"], lr_growth=cfg.get("lr_growth", 2.0),
                         lr_max=cfg["lr_max"], data_rule=cfg["data"],

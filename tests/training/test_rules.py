@@ -8,7 +8,7 @@ import torch
 
 from torchpint.training import adder_task, digits_task, xor_task
 from torchpint.training.rules import DataRule, make_lr_rule
-from torchpint.training.tasks import adder_data
+from torchpint.training.tasks import adder_data, adder_options, make_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -88,6 +88,16 @@ def test_adder_variants_follow_their_sources():
     assert trask.defaults["data_rule"] == "serial" and trask.defaults["solver"] == "two-level"
     with pytest.raises(ValueError, match="variant"):
         adder_task(0, variant="other")
+
+
+def test_adder_options_apply_to_the_adder_only():
+    """Tools pass their adder flags whatever the problem; only the adder receives them."""
+    assert adder_options("xor", "uniform", 50) == {}
+    assert adder_options("adder") == {}
+    assert adder_options("adder", "uniform", 50) == {"variant": "uniform", "pairs": 50}
+    task = make_task("adder", 0, **adder_options("adder", pairs=50))
+    assert task.data[0].shape == (50, 24)
+    make_task("xor", 0, **adder_options("xor", "uniform"))  # no stray option reaches xor
 
 
 def test_digits_setup():

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     from torchpint.core import init_distributed
     from torchpint.training.api import train_mgrit
-    from torchpint.training.tasks import make_task
+    from torchpint.training.tasks import adder_options, make_task
 
     check_outputs(args)
     if args.threads:
@@ -105,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)  # NumPy's BLAS (the fast sigmoid-MLP engine)
     distributed = init_distributed(timeout=args.timeout)
-    options = {"variant": args.adder_variant} if args.problem == "adder" else {}
-    task = make_task(args.problem, args.seed, **options)
+    task = make_task(args.problem, args.seed, **adder_options(args.problem, args.adder_variant))
     cfg = _config(args, task.defaults)
     n_weights = sum(p.numel() for p in task.model.parameters())
     say(f"train-mgrit: {args.problem}, {n_weights} weights, N={cfg.steps}, solver={cfg.solver}, "

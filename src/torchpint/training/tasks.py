@@ -163,3 +163,14 @@ def make_task(name: str, seed: int = 0, **options: Any) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown problem {name!r}; choose from {sorted(TASKS)}")
     return TASKS[name](seed, **options)
+
+
+def adder_options(problem: str, variant: str | None = None,
+                  pairs: int | None = None) -> dict[str, Any]:
+    """:func:`make_task` options from the adder-only settings (``--adder-variant``, the
+    pair count): empty for any other problem, so a tool can pass its adder flags whatever
+    the problem, and ``None`` keeps the adder's default."""
+    if problem != "adder":
+        return {}
+    given = {"variant": variant, "pairs": pairs}
+    return {k: v for k, v in given.items() if v is not None}
