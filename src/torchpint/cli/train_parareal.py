@@ -6,6 +6,8 @@ from the same initial weights, then reports accuracy, step time and the speedup.
 
 Under ``torchrun --nproc-per-node N -m torchpint train-parareal --executor distributed``
 rank j runs fine chunk j; every rank sees the same batches; only rank 0 prints and writes.
+With ``--data-parallel D`` and ``N * D`` ranks, D replicas of the N-chunk network each
+train on their share of every batch and average their gradients.
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--devices", default=None,
       help="comma-separated devices, e.g. cuda:0,cuda:1 (devices executor: one per chunk; "
       "distributed: one per local rank; else the device to use)")
+    a("--data-parallel", type=COUNT, default=1, metavar="D",
+      help="data-parallel replicas of the parareal network (distributed executor: "
+      "torchrun --nproc-per-node N*D; each replica trains on 1/D of every batch)")
+    a("--replica-bn", default="sync", choices=("sync", "local"),
+      help="batch norm with --data-parallel: sync (statistics of the whole batch, as one "
+      "replica; default) or local (each replica's share, as DDP; fewer messages)")
     add_timeout(m)
     d = parser.add_argument_group("data")
     d.add_argument("--dataset", default="digits", choices=DATASET_NAMES,
@@ -114,6 +122,7 @@ def _placement(args: argparse.Namespace) -> tuple[int, list[torch.device] | None
     from torchpint.core import init_distributed
 
     devices = parse_devices(args.devices)
+    replicas = args.data_parallel
     if args.executor == "distributed":
         home = devices[local_rank() % len(devices)] if devices else torch.device("cpu")
         if not init_distributed(timeout=args.timeout, device=home):
@@ -122,13 +131,24 @@ def _placement(args: argparse.Namespace) -> tuple[int, list[torch.device] | None
                 "--nproc-per-node N -m torchpint train-parareal --executor distributed ..."
             )
         world = torch.distributed.get_world_size()
-        chunks = world if args.chunks is None else args.chunks
-        if chunks != world:
+        if world % replicas:
             raise ValueError(
-                f"--executor distributed runs one chunk per rank: --chunks {chunks} but "
-                f"torchrun started {world} ranks (use --nproc-per-node {chunks})"
+                f"--data-parallel {replicas} splits the ranks into {replicas} replicas, but "
+                f"torchrun started {world} ranks (use --nproc-per-node N*{replicas})"
+            )
+        chunks = world // replicas if args.chunks is None else args.chunks
+        if chunks * replicas != world:
+            raise ValueError(
+                f"--executor distributed runs one chunk per rank: --chunks {chunks} x "
+                f"--data-parallel {replicas} but torchrun started {world} ranks (use "
+                f"--nproc-per-node {chunks * replicas})"
             )
         return chunks, devices, home
+    if replicas > 1:
+        raise ValueError(
+            f"--data-parallel {replicas} needs --executor distributed (one rank per chunk "
+            "and replica, under torchrun)"
+        )
     chunks = 2 if args.chunks is None else args.chunks
     if args.executor == "devices":
         if devices is None:
@@ -162,10 +182,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from torchpint.common.syncbn import convert_sync_batchnorm
     from torchpint.core.checkpoint import check_fingerprint
     from torchpint.data import make_loaders
     from torchpint.models import build_model
-    from torchpint.parareal import parareal_network
+    from torchpint.parareal import parareal_network, process_grid
     from torchpint.parareal.train import TrainConfig, fit, load_checkpoint
 
     check_outputs(args)
@@ -191,15 +212,22 @@ def _train(args: argparse.Namespace) -> int:
         check_fingerprint(state.get("run"), para_run, ckpt)  # before using its cut points
         cuts = state.get("cut_points", cuts)
     example = next(iter(data.train))[0][:8].to(home)
+    grid = None
+    if args.executor == "distributed" and args.data_parallel > 1:
+        grid = process_grid(chunks, args.data_parallel, timeout=args.timeout)
     net = parareal_network(model, chunks, iterations=args.iterations, cut_points=cuts,
                            balance=args.balance, coarse=args.coarse, example_input=example,
-                           executor=args.executor, devices=devices)
+                           executor=args.executor, devices=devices, group=grid)
+    report = _cost_report(net, example) if is_main() else None  # before BN syncs ranks
+    if grid is not None and args.replica_bn == "sync":
+        convert_sync_batchnorm(net, grid.data_group)
     world = torch.distributed.get_world_size() if args.executor == "distributed" else 1
+    layout = f"{args.data_parallel} replicas x {chunks} chunks, " if grid is not None else ""
     say(f"train-parareal: {args.model} on {data.name} ({len(data.train.dataset)} train, "
         f"{len(data.test.dataset)} test, {data.in_channels}x{data.image_size}x"
         f"{data.image_size}), N={chunks} chunks at blocks {net.cut_points}, "
         f"k={args.iterations}, executor {args.executor}"
-        + (f" ({world} ranks)" if world > 1 else ""))
+        + (f" ({layout}{world} ranks)" if world > 1 else ""))
     results: dict[str, Any] = {}
     res = fit(net, data.train, data.test, cfg, label="parareal", checkpoint=ckpt,
               resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
@@ -211,7 +239,8 @@ def _train(args: argparse.Namespace) -> int:
         "executor": args.executor,
         "cut_points": net.cut_points,
         "coarse_params": sum(p.numel() for p in net.coarse.parameters()),
-        "cost_report": _cost_report(net, example) if is_main() else None,
+        "data_parallel": args.data_parallel,
+        "cost_report": report,
     }
     base_res = None
     if baseline is not None:

@@ -83,6 +83,12 @@ class PararealNetwork(nn.Module):
         return self._executor
 
     @property
+    def grid(self) -> Any:
+        """The executor's ``ProcessGrid`` when data-parallel replicas of this network
+        train together (each on its share of every batch: ``grid.shard``), else None."""
+        return self.executor.grid
+
+    @property
     def stages(self) -> Stages:
         """P, the chunks, the coarse networks and Q, as the executor receives them."""
         return Stages(
@@ -93,8 +99,9 @@ class PararealNetwork(nn.Module):
         self, name_or_instance: str | Executor, devices: Any = None, group: Any = None
     ) -> None:
         """Run the fine chunks with ``"serial"``, ``"threads"``, ``"devices"`` (one device
-        per chunk; moves the modules), ``"distributed"`` (rank j of ``group`` runs chunk j)
-        or an ``Executor``. A refused executor leaves the current one in place."""
+        per chunk; moves the modules), ``"distributed"`` (rank j of ``group`` runs chunk j;
+        ``group`` may be a ``ProcessGrid`` of data-parallel replicas) or an ``Executor``.
+        A refused executor leaves the current one in place."""
         ex = make_executor(name_or_instance, devices=devices, group=group)
         ex.bind(self.stages)
         self._executor = ex
@@ -114,7 +121,7 @@ class PararealNetwork(nn.Module):
                 y.append(c + f[j] - g[j])
                 g[j] = c
             lam = y
-        return self.post(lam[n])
+        return ex.output(stages, self.post(lam[n]))
 
     def synchronize(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Make the replicas identical where the chunks run in several processes (the

@@ -9,7 +9,9 @@ global RNG state carried across epochs.
 When the chunks run in several processes (the ``distributed`` executor) every rank calls
 ``fit`` with the same data; rank j only updates fine chunk j, so before a checkpoint the
 replicas (weights, BN statistics and momentum buffers) are made identical
-(``PararealNetwork.synchronize``) and rank 0 writes the file.
+(``PararealNetwork.synchronize``) and rank 0 writes the file. With data-parallel replicas
+(a network on a ``ProcessGrid``) each replica trains on its share of every batch
+(``grid.shard``), and the logged loss and accuracy are those of the whole batch.
 """
 
 from __future__ import annotations
@@ -373,6 +375,7 @@ def fit(
         log(f"[{label}] no checkpoint at {checkpoint}; starting from scratch")
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     sampler = getattr(train_loader, "sampler", None)
+    grid = getattr(model, "grid", None)  # data-parallel replicas: each takes its share
     for epoch in range(start, end):
         set_epoch = getattr(sampler, "set_epoch", None)
         if set_epoch is not None:
@@ -392,6 +395,8 @@ def fit(
         )
         try:
             for i, (x, y) in enumerate(train_loader):
+                if grid is not None:
+                    x, y = grid.shard(x, y)
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
                 _sync(dev)
                 t0 = time.perf_counter()
@@ -403,6 +408,11 @@ def fit(
                 _sync(dev)
                 times.append(time.perf_counter() - t0)
                 loss_value = float(loss.detach())
+                correct = float((out.detach().argmax(1) == y.to(out.device)).sum())
+                rows = len(y)
+                if grid is not None:  # the whole batch's, so every replica agrees
+                    loss_sum, correct, rows = grid.sum([loss_value * rows, correct, rows])
+                    loss_value = loss_sum / rows
                 if not math.isfinite(loss_value):
                     where = (
                         f"the loss is {loss_value} at epoch {epoch + 1}/{cfg.epochs}, step "
@@ -413,10 +423,9 @@ def fit(
                         cause = "this batch holds non-finite values: check the training data"
                     raise _divergence(cfg, label, where, checkpoint, saved, cause)
                 sched.step()
-                with torch.no_grad():
-                    tot_loss += loss_value * len(y)
-                    tot_correct += float((out.argmax(1) == y.to(out.device)).sum())
-                    tot_n += len(y)
+                tot_loss += loss_value * rows
+                tot_correct += correct
+                tot_n += rows
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{tot_loss / tot_n:.3f}", acc=f"{100 * tot_correct / tot_n:.1f}"

@@ -20,6 +20,7 @@ from typing import Any
 from torchpint.parareal.executors.base import Executor, Stages
 from torchpint.parareal.executors.devices import DevicesExecutor
 from torchpint.parareal.executors.distributed import DistributedExecutor
+from torchpint.parareal.executors.grid import ProcessGrid, process_grid
 from torchpint.parareal.executors.serial import SerialExecutor
 from torchpint.parareal.executors.threads import ThreadsExecutor
 
@@ -48,8 +49,10 @@ __all__ = [
     "DevicesExecutor",
     "DistributedExecutor",
     "Executor",
+    "ProcessGrid",
     "SerialExecutor",
     "Stages",
     "ThreadsExecutor",
     "make_executor",
+    "process_grid",
 ]

@@ -41,6 +41,7 @@ class Executor:
     name: ClassVar[str] = "base"
     spans_processes: ClassVar[bool] = False
     overlaps_sweep: bool = False  # iteration 0 runs beside the coarse sweep, not after it
+    grid: Any = None  # a ProcessGrid when data-parallel replicas train together
 
     @classmethod
     def create(cls, devices: Any = None, group: Any = None) -> Executor:
@@ -76,6 +77,11 @@ class Executor:
 
     def barrier(self) -> None:
         """Wait for every process that runs a chunk. Nothing to do in one process."""
+
+    def output(self, stages: Stages, y: torch.Tensor) -> torch.Tensor:
+        """The network's output ``y = Q(lam_N)`` as the caller gets it (data-parallel
+        executors hook their gradient average here); ``y`` itself by default."""
+        return y
 
     def agree_cuts(self, cuts: list[int]) -> list[int]:
         """The cut points every process uses, from this process's ``cuts``."""

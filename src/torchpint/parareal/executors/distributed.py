@@ -1,4 +1,5 @@
-"""The ``distributed`` executor: rank j of a torch.distributed group runs chunk j."""
+"""The ``distributed`` executor: rank j of a torch.distributed group runs chunk j, and,
+on a :class:`ProcessGrid`, D such groups train data-parallel replicas."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from torchpint.parareal.executors._autograd import (
     fine_stage,
     needs_grad,
     trainable,
+    unique_trainable,
 )
 from torchpint.parareal.executors.base import Executor, Stages
+from torchpint.parareal.executors.grid import ProcessGrid
 
 
 class DistributedExecutor(Executor):
@@ -31,6 +34,13 @@ class DistributedExecutor(Executor):
     F_j; the other fine chunks' parameters get no gradient there and are not updated by
     the optimizer, which is fine since rank j never runs them. ``synchronize`` makes the
     replicas identical before a single one is saved or evaluated.
+
+    With ``group`` a :class:`ProcessGrid` of D replicas, rank j of each replica's group runs
+    chunk j on that replica's share of the batch, and a backward through the network's
+    output averages the gradients of everything the rank trains (P, C, Q and F_j) over the
+    D ranks that hold chunk j, weighted by their rows: one all-reduce per step, run when
+    the backward ends. For a loss that is a mean over the batch this is the gradient of
+    the whole batch (batch norm aside: see ``convert_sync_batchnorm``).
     """
 
     name = "distributed"
@@ -42,16 +52,22 @@ class DistributedExecutor(Executor):
                 "executor 'distributed' needs torch.distributed initialised "
                 "(dist.init_process_group, e.g. under torchrun)"
             )
-        self.group = group
-        self.rank = dist.get_rank(group)
-        self.world = dist.get_world_size(group)
+        self.grid = group if isinstance(group, ProcessGrid) else None
+        self.group = group.chunk_group if isinstance(group, ProcessGrid) else group
+        self.rank = dist.get_rank(self.group)
+        self.world = dist.get_world_size(self.group)
+        self._reduce_queued = False
 
     @classmethod
     def create(cls, devices: Any = None, group: Any = None) -> Executor:
         return cls(group)
 
     def clone(self) -> Executor:
-        return DistributedExecutor(self.group)
+        return DistributedExecutor(self.grid or self.group)
+
+    @property
+    def _replicated(self) -> bool:
+        return self.grid is not None and self.grid.replicas > 1
 
     def _global(self, r: int) -> int:
         """The global rank of rank ``r`` of the group."""
@@ -84,15 +100,55 @@ class DistributedExecutor(Executor):
             )
 
     def agree_cuts(self, cuts: list[int]) -> list[int]:
-        """Rank 0's cut points (measured times differ between ranks)."""
+        """Rank 0's cut points (measured times differ between ranks; on a grid, the
+        world's rank 0 decides for every replica)."""
+        group = None if self.grid is not None else self.group
         t = torch.tensor(cuts + [0], dtype=torch.long)
-        if dist.get_backend(self.group) == "nccl":
+        if dist.get_backend(group) == "nccl":
             t = t.cuda()
-        dist.broadcast(t, src=self._global(0), group=self.group)
+        dist.broadcast(t, src=0 if group is None else self._global(0), group=group)
         return t.tolist()[:-1]
 
     def barrier(self) -> None:
-        dist.barrier(group=self.group)
+        dist.barrier(group=None if self.grid is not None else self.group)
+
+    def output(self, stages: Stages, y: torch.Tensor) -> torch.Tensor:
+        """On a grid of several replicas, ``y`` behind a node whose backward averages the
+        gradients over the replicas once the backward ends."""
+        if not (self._replicated and torch.is_grad_enabled() and y.requires_grad):
+            return y
+        return _AverageOverReplicas.apply(self, stages, y)
+
+    def _queue_average(self, stages: Stages, rows: int) -> None:
+        if self._reduce_queued:  # one average per backward, however many outputs
+            return
+        self._reduce_queued = True
+
+        def average() -> None:
+            self._reduce_queued = False
+            self._average_gradients(stages, rows)
+
+        torch.autograd.Variable._execution_engine.queue_callback(average)
+
+    def _average_gradients(self, stages: Stages, rows: int) -> None:
+        """Every trained parameter's gradient := sum_d rows_d grad_d / sum_d rows_d over
+        the replicas (one all-reduce per dtype and device; the rows ride along)."""
+        assert self.grid is not None
+        params = unique_trainable([stages.pre, *stages.coarse, stages.post, stages.fine[self.rank]])
+        by_kind: dict[tuple, list[torch.Tensor]] = {}
+        for p in params:
+            if p.grad is not None:
+                by_kind.setdefault((p.grad.dtype, p.grad.device), []).append(p)
+        with torch.no_grad():
+            for (dtype, device), ps in by_kind.items():
+                n = torch.tensor([float(rows)], dtype=dtype, device=device)
+                buf = torch.cat([*(p.grad.reshape(-1) * rows for p in ps), n])
+                dist.all_reduce(buf, group=self.grid.data_group)
+                buf = buf[:-1] / buf[-1]
+                off = 0
+                for p in ps:
+                    p.grad.copy_(buf[off : off + p.numel()].view_as(p.grad))
+                    off += p.numel()
 
     def synchronize(self, stages: Stages, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Each fine chunk's parameters and buffers from the rank that trains it, P, C and Q
@@ -107,20 +163,31 @@ class DistributedExecutor(Executor):
             for t in [*m.parameters(), *m.buffers()]
         ]
         owners.append((self._global(0), shared))
-        with torch.no_grad():
-            for owner, tensors in owners:  # one broadcast per owner and dtype
-                by_dtype: dict[tuple, list[torch.Tensor]] = {}
-                for t in tensors:
-                    by_dtype.setdefault((t.dtype, t.device), []).append(t)
-                for ts in by_dtype.values():
-                    buf = torch.cat([t.detach().reshape(-1) for t in ts])
-                    dist.broadcast(buf, src=owner, group=self.group)
-                    off = 0
-                    for t in ts:
-                        t.copy_(buf[off : off + t.numel()].view_as(t))
-                        off += t.numel()
+        for owner, tensors in owners:
+            self._broadcast(tensors, owner, self.group)
         if optimizer is not None:
             self._sync_momentum(stages, optimizer)
+        if self._replicated:  # the replicas' batch-norm statistics: replica 0's
+            assert self.grid is not None
+            modules = (stages.pre, *stages.fine, *stages.coarse, stages.post)
+            tensors = [t for m in modules for t in [*m.parameters(), *m.buffers()]]
+            src = self.grid.chunk  # global rank 0 * N + j: replica 0's rank of chunk j
+            self._broadcast(tensors, src, self.grid.data_group)
+
+    @staticmethod
+    @torch.no_grad()
+    def _broadcast(tensors: list[torch.Tensor], src: int, group: Any) -> None:
+        """``tensors`` := global rank ``src``'s, one broadcast per dtype and device."""
+        by_kind: dict[tuple, list[torch.Tensor]] = {}
+        for t in tensors:
+            by_kind.setdefault((t.dtype, t.device), []).append(t)
+        for ts in by_kind.values():
+            buf = torch.cat([t.detach().reshape(-1) for t in ts])
+            dist.broadcast(buf, src=src, group=group)
+            off = 0
+            for t in ts:
+                t.copy_(buf[off : off + t.numel()].view_as(t))
+                off += t.numel()
 
     def _sync_momentum(self, stages: Stages, optimizer: torch.optim.Optimizer) -> None:
         for j, chunk in enumerate(stages.fine):
@@ -189,3 +256,18 @@ class DistributedExecutor(Executor):
         metas = [(s, dt) for s, dt, _ in ctx.in_meta]
         in_grads = self._exchange(local, metas, dev)
         return in_grads, p_grads
+
+
+class _AverageOverReplicas(torch.autograd.Function):
+    """Identity on the network's output; its backward (the first node of every backward
+    through the output) queues the replicas' gradient average for the end of the pass."""
+
+    @staticmethod
+    def forward(ctx: Any, ex: DistributedExecutor, stages: Stages, y: torch.Tensor):
+        ctx.ex, ctx.stages, ctx.rows = ex, stages, len(y)
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        ctx.ex._queue_average(ctx.stages, ctx.rows)
+        return None, None, grad
