@@ -31,6 +31,7 @@ from mgrit_training_tables import (  # this directory is on sys.path
     _cell_text,
 )
 from torchpint.training import TrainingProblem, make_task
+from torchpint.training.rules import DATA_RULES
 from torchpint.training.tasks import ADDER_VARIANTS, adder_options
 
 _COLUMNS = {"xor": XOR_STEPS, "adder": ADDER_STEPS}
@@ -110,6 +111,12 @@ def main() -> int:
     ap.add_argument("--adder-variant", choices=ADDER_VARIANTS, default="trask",
                     help="the adder's weights and data (the stored results used uniform)")
     ap.add_argument("--steps", type=int, default=None, help="default: the table's largest N")
+    ap.add_argument("--columns", type=int, nargs="+", default=None,
+                    help="N at which to print G (default: the table's)")
+    ap.add_argument("--data", choices=DATA_RULES, default=None,
+                    help="data rule (default: the task's; the adder's full batch is Tables 8-11)")
+    ap.add_argument("--batch-size", type=int, default=None, help="for --data minibatch")
+    ap.add_argument("--pairs", type=int, default=None, help="the adder's pairs (default 500)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--lr", type=float, nargs="+", default=None,
                     help="fine rates (default: the task's)")
@@ -126,11 +133,15 @@ def main() -> int:
         ap.error("--report needs --json, the file of an earlier run")
     torch.set_num_threads(1)
 
-    cols = [n for n in _COLUMNS[args.problem] if args.steps is None or n <= args.steps]
+    cols = [n for n in args.columns or _COLUMNS[args.problem]
+            if args.steps is None or n <= args.steps]
     steps = args.steps or cols[-1]
     table_path = Path(args.table or Path(__file__).parent / "results" /
                       f"mgrit_training_tables_{args.problem}.json")
-    table = json.loads(table_path.read_text()) if table_path.exists() else None
+    # the stored adder table is the uniform variant's, the only one named by rate alone
+    stored = args.problem != "adder" or args.adder_variant == "uniform"
+    table = (json.loads(table_path.read_text())
+             if table_path.exists() and (stored or args.table) else None)
     print(f"{args.problem}: log10 G(N), the growth of a unit perturbation along serial "
           f"training" + (f"; below it MGRIT iterations two-level/V/F ({table_path})"
                          if table else ""))
@@ -143,10 +154,13 @@ def main() -> int:
     t0 = time.perf_counter()
     for lr in args.lr or [None]:
         for seed in args.seeds:
-            task = make_task(args.problem, seed, **adder_options(args.problem, args.adder_variant))
+            task = make_task(args.problem, seed, **adder_options(args.problem, args.adder_variant,
+                                                                args.pairs))
             rate = lr if lr is not None else task.defaults["lr"]
             p = TrainingProblem(task.model, task.loss_fn, task.data, steps, lr=rate,
-                                lr_rule="naive", data_rule=task.defaults["data_rule"])
+                                lr_rule="naive",
+                                data_rule=args.data or task.defaults["data_rule"],
+                                batch_size=args.batch_size)
             g = perturbation_growth(p, steps, args.eps)
             rows.append(dict(seed=seed, lr=rate, log10_growth=g))
             _print_row(args.problem, seed, rate, [g[n - 1] for n in cols], table, cols)

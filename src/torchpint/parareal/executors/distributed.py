@@ -117,6 +117,7 @@ class DistributedExecutor(Executor):
         gradients over the replicas once the backward ends."""
         if not (self._replicated and torch.is_grad_enabled() and y.requires_grad):
             return y
+        self._reduce_queued = False  # a backward that failed midway left it set
         return _AverageOverReplicas.apply(self, stages, y)
 
     def _queue_average(self, stages: Stages, rows: int) -> None:
