@@ -77,6 +77,7 @@ def main() -> int:
     ap.add_argument("--problem", choices=("xor", "adder"), default="xor")
     ap.add_argument("--adder-variant", choices=ADDER_VARIANTS, default="trask",
                     help="the adder's weights and data (the stored results used uniform)")
+    ap.add_argument("--pairs", type=int, default=None, help="the adder's pairs (default 500)")
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--lr", type=float, default=None, help="fine rate (default: the task's)")
@@ -99,7 +100,8 @@ def main() -> int:
     )
     print(f"{'seed':>4s} {'lambda*':>9s} {'at step':>7s} {'2/lambda*':>9s} {head}")
     for seed in args.seeds:
-        task = make_task(args.problem, seed, **adder_options(args.problem, args.adder_variant))
+        task = make_task(args.problem, seed, **adder_options(args.problem, args.adder_variant,
+                                                                args.pairs))
         lr = args.lr if args.lr is not None else task.defaults["lr"]
         peak, where = peak_sharpness(task, args.steps, lr, args.data, args.every, args.power_iters)
         row: dict[str, Any] = dict(
