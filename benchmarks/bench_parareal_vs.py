@@ -95,7 +95,6 @@ import os
 import pickle
 import platform
 import resource
-import socket
 import statistics
 import sys
 import tempfile
@@ -114,9 +113,11 @@ from torch import nn
 from accuracy_parareal import DATASETS, PLAN  # this directory is on sys.path
 from bench_parareal import CONFIGS, QUICK, _batch, _median_quartiles, _ratios, _step_fn
 from torchpint.common.modules import train_mode
+from torchpint.layerparallel.problems import batch_norms, frozen_stats
 from torchpint.models import build_model
 from torchpint.parareal import balanced_cuts, decompose, default_coarse, parareal_network
 from torchpint.parareal.costs import block_costs, measure_time
+from torchpint.testing import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_JSON = os.path.join(ROOT, "benchmarks", "results", "bench_parareal_vs.json")
@@ -665,31 +666,10 @@ class MicroBatchBN(nn.Module):
             raise ValueError(f"batch {x.shape[0]} does not split into {self.parts} parts")
         outs = []
         for i, xi in enumerate(x.chunk(self.parts)):
-            with _frozen_stats(self.model, bool(i) and self.stats == "first"):
+            frozen = bool(i) and self.stats == "first"
+            with frozen_stats(batch_norms(self.model) if frozen else []):
                 outs.append(self.model(xi))
         return torch.cat(outs)
-
-
-@contextlib.contextmanager
-def _frozen_stats(model: nn.Module, frozen: bool) -> Iterator[None]:
-    """Batch norm in ``model`` normalizes by the batch's statistics but leaves its running
-    statistics as they are (momentum 0: the kernel's own update adds exactly nothing; a
-    copy back would trip autograd's version check on the saved running statistics)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not frozen or not bns:
-        yield
-        return
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, mom in zip(bns, saved, strict=True):
-            m.momentum = mom
-            if m.num_batches_tracked is not None:
-                with torch.no_grad():
-                    m.num_batches_tracked.sub_(1)
 
 
 def accuracy_job(dataset: str, model_name: str, seed: int, variant: str, epochs: int | None):
@@ -817,15 +797,9 @@ def run_ranks(args: argparse.Namespace) -> list[dict[str, Any]] | None:
             raise SystemExit("bench_parareal_vs.py runs on 2 processes: --nproc-per-node 2")
         return worker(int(os.environ["RANK"]), 2, None, args, None)
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(worker, args=(2, _free_port(), args, tmp), nprocs=2, join=True)
+        mp.spawn(worker, args=(2, free_port(), args, tmp), nprocs=2, join=True)
         with open(os.path.join(tmp, "ranks.pkl"), "rb") as fh:
             return pickle.load(fh)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------- results
