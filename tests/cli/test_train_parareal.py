@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from torchpint.cli import main
-from torchpint.parareal.train import load_checkpoint
+from torchpint.trainer import load_checkpoint
 
 TINY = [
     "train-parareal",

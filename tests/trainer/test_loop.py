@@ -1,4 +1,4 @@
-"""The training loop: schedule, learning on digits, checkpoint + resume exactness."""
+"""The one training loop: schedule, learning on digits, checkpoint + resume exactness."""
 
 from __future__ import annotations
 
@@ -12,13 +12,7 @@ from torch import nn
 from torchpint.core import DivergenceError
 from torchpint.data import make_loaders
 from torchpint.parareal import parareal_network
-from torchpint.parareal.train import (
-    TrainConfig,
-    evaluate,
-    fit,
-    load_checkpoint,
-    lr_factor,
-)
+from torchpint.trainer import FitConfig, evaluate, fit, load_checkpoint, lr_factor
 
 
 def _tiny_cnn(in_channels: int = 1) -> nn.Module:
@@ -42,11 +36,11 @@ def digits8():
 
 
 def test_lr_schedules():
-    cos = TrainConfig(epochs=2, schedule="cosine")
+    cos = FitConfig(epochs=2, schedule="cosine")
     assert lr_factor(0, 100, cos) == 1.0
     assert math.isclose(lr_factor(50, 100, cos), 0.5)
     assert lr_factor(100, 100, cos) < 1e-12
-    step = TrainConfig(epochs=2, schedule="step", milestones=(0.5, 0.75), gamma=0.1)
+    step = FitConfig(epochs=2, schedule="step", milestones=(0.5, 0.75), gamma=0.1)
     assert [lr_factor(s, 100, step) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01, 0.01]
     )
@@ -57,14 +51,14 @@ def test_lr_schedules():
 )
 def test_bad_recipe(kw):
     with pytest.raises(ValueError):
-        TrainConfig(**kw)
+        FitConfig(**kw)
 
 
 def test_fit_learns_digits_and_reports(digits8):
     model = _tiny_cnn()
     before = evaluate(model, digits8.test)[1]
     res = fit(
-        model, digits8.train, digits8.test, TrainConfig(epochs=5, lr=0.1), log=None, progress=False
+        model, digits8.train, digits8.test, FitConfig(epochs=5, lr=0.1), log=None, progress=False
     )
     assert len(res.history) == 5 and len(res.step_times) == 5 * (len(digits8.train) - 1)
     assert res.history[-1].train_loss < res.history[0].train_loss
@@ -81,7 +75,7 @@ def _states_equal(a: dict, b: dict) -> bool:
 
 def test_resume_matches_uninterrupted_training(tmp_path, digits8):
     """A run stopped after epoch 1 and resumed ends with the same weights and history."""
-    cfg = TrainConfig(epochs=2, lr=0.05, schedule="step", milestones=(0.4,))
+    cfg = FitConfig(epochs=2, lr=0.05, schedule="step", milestones=(0.4,))
     full = _tiny_cnn()
     r_full = fit(full, digits8.train, digits8.test, cfg, log=None, progress=False)
 
@@ -99,7 +93,7 @@ def test_resume_matches_uninterrupted_training(tmp_path, digits8):
     )
     assert load_checkpoint(ckpt)["epoch"] == 1
 
-    def resume(model: nn.Module, config: TrainConfig):
+    def resume(model: nn.Module, config: FitConfig):
         return fit(
             model,
             digits8.train,
@@ -123,7 +117,7 @@ def test_resume_matches_uninterrupted_training(tmp_path, digits8):
         resume(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), cfg)
     # a different recipe is refused, naming what differs
     with pytest.raises(ValueError, match="lr"):
-        resume(_tiny_cnn(), TrainConfig(epochs=2, lr=0.1))
+        resume(_tiny_cnn(), FitConfig(epochs=2, lr=0.1))
 
 
 def test_fit_trains_a_parareal_network(digits8):
@@ -135,7 +129,7 @@ def test_fit_trains_a_parareal_network(digits8):
     x = next(iter(digits8.train))[0][:4]
     net = parareal_network(model, 2, example_input=x, balance="flops", executor="threads")
     res = fit(
-        net, digits8.train, digits8.test, TrainConfig(epochs=1, lr=0.05), log=None, progress=False
+        net, digits8.train, digits8.test, FitConfig(epochs=1, lr=0.05), log=None, progress=False
     )
     assert res.history[0].train_accuracy > 15.0  # learning, from 10% chance
     assert res.params == sum(p.numel() for p in net.parameters())
@@ -160,11 +154,11 @@ def test_fit_trains_a_parareal_network(digits8):
 )
 def test_non_finite_or_out_of_range_recipe_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        TrainConfig(**{field: value})
+        FitConfig(**{field: value})
 
 
 def test_fit_refuses_resume_without_a_checkpoint_and_negative_stop_after(digits8):
-    cfg = TrainConfig(epochs=1)
+    cfg = FitConfig(epochs=1)
     with pytest.raises(ValueError, match="resume=True needs the checkpoint"):
         fit(_tiny_mlp(), digits8.train, digits8.test, cfg, resume=True, log=None, progress=False)
     with pytest.raises(ValueError, match="stop_after must be >= 0"):
@@ -200,7 +194,7 @@ class _Loader:
 
 def test_diverging_learning_rate_stops_naming_epoch_and_step(tmp_path, digits8):
     ckpt = tmp_path / "m.pt"
-    cfg = TrainConfig(epochs=2, lr=1e4)
+    cfg = FitConfig(epochs=2, lr=1e4)
     with pytest.raises(DivergenceError) as err:
         fit(
             _tiny_mlp(),
@@ -220,7 +214,7 @@ def test_diverging_learning_rate_stops_naming_epoch_and_step(tmp_path, digits8):
 def test_failure_in_epoch_two_keeps_the_checkpoint_of_epoch_one(tmp_path, digits8):
     """Non-finite data from epoch 2, step 3 on: the error names both, blames the data,
     and the checkpoint written after epoch 1 stays as it was."""
-    cfg = TrainConfig(epochs=3, lr=0.05)
+    cfg = FitConfig(epochs=3, lr=0.05)
     ckpt, ref = tmp_path / "m.pt", tmp_path / "ref.pt"
     fit(
         _tiny_mlp(),
@@ -259,7 +253,7 @@ def test_weights_blown_up_by_the_last_step_of_an_epoch_are_not_saved(tmp_path, d
             _tiny_mlp(),
             _Loader(digits8.train, steps=1),
             digits8.test,
-            TrainConfig(epochs=2, lr=1e30),
+            FitConfig(epochs=2, lr=1e30),
             checkpoint=str(ckpt),
             log=None,
             progress=False,
@@ -290,7 +284,7 @@ def test_non_finite_test_data_and_weights_are_named(tmp_path, digits8):
             _tiny_mlp(),
             _Loader(digits8.train, steps=2),
             bad_test,
-            TrainConfig(epochs=1),
+            FitConfig(epochs=1),
             log=None,
             progress=False,
         )
@@ -301,7 +295,7 @@ def test_non_finite_test_data_and_weights_are_named(tmp_path, digits8):
             _tiny_mlp(),
             big,
             [],
-            TrainConfig(epochs=2, lr=1e35),
+            FitConfig(epochs=2, lr=1e35),
             checkpoint=str(ckpt),
             log=None,
             progress=False,
@@ -316,7 +310,7 @@ def test_checkpoints_load_as_weights_only(tmp_path, digits8):
         _tiny_mlp(),
         _Loader(digits8.train, steps=2),
         digits8.test,
-        TrainConfig(epochs=1),
+        FitConfig(epochs=1),
         checkpoint=str(ckpt),
         log=None,
         progress=False,
@@ -342,7 +336,7 @@ def test_corrupt_empty_or_truncated_checkpoint_names_the_file(tmp_path, digits8)
         _tiny_mlp(),
         _Loader(digits8.train, steps=1),
         digits8.test,
-        TrainConfig(epochs=1),
+        FitConfig(epochs=1),
         checkpoint=str(good),
         log=None,
         progress=False,
@@ -360,7 +354,7 @@ def test_corrupt_empty_or_truncated_checkpoint_names_the_file(tmp_path, digits8)
                 _tiny_mlp(),
                 digits8.train,
                 digits8.test,
-                TrainConfig(epochs=1),
+                FitConfig(epochs=1),
                 checkpoint=str(path),
                 resume=True,
                 log=None,
@@ -372,3 +366,11 @@ def test_corrupt_empty_or_truncated_checkpoint_names_the_file(tmp_path, digits8)
         load_checkpoint(other)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_old_names_still_import_with_a_deprecation():
+    import torchpint.parareal.train as old
+
+    with pytest.warns(DeprecationWarning, match="FitConfig"):
+        assert old.TrainConfig is FitConfig
+    assert old.fit is fit

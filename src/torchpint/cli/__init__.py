@@ -10,7 +10,9 @@ subcommand shares one exit-code contract, applied here from the exception's type
 2     bad usage or input (a one-line message, no traceback)
 3     diverged (NaN/inf, a growing residual or state)
 4     a peer rank died, hung or closed its connection
-130   interrupted (Ctrl-C); the checkpoint written so far is kept
+70    an unexpected error (a bug): one line; ``TORCHPINT_TRACEBACK=1`` shows the traceback
+130   interrupted by SIGINT (Ctrl-C), at the next batch or iteration, checkpoint written
+143   stopped by SIGTERM (a scheduler's preemption), the same way
 ====  ================================================================
 """
 
@@ -23,7 +25,8 @@ from types import ModuleType
 from typing import NoReturn
 
 EXIT_OK, EXIT_NOT_CONVERGED, EXIT_USAGE, EXIT_DIVERGED, EXIT_PEER = 0, 1, 2, 3, 4
-EXIT_INTERRUPTED = 130  # SIGINT, as shells report it
+EXIT_INTERNAL = 70  # EX_SOFTWARE: an unexpected error, never 1
+EXIT_INTERRUPTED = 130  # SIGINT, as shells report it (143: SIGTERM)
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -50,7 +53,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         prog="torchpint",
         description="Parallel-in-time deep learning on PyTorch.",
         epilog="exit codes: 0 success, 1 not converged, 2 bad usage or input, 3 diverged, "
-        "4 a peer rank failed, 130 interrupted",
+        "4 a peer rank failed, 70 unexpected error, 130 SIGINT, 143 SIGTERM",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
@@ -76,25 +79,64 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(command: str, mod: ModuleType, args: argparse.Namespace) -> int:
     from torchpint.cli._common import fail
-    from torchpint.core import DivergenceError, RankTimeoutError
+    from torchpint.core import DivergenceError
+    from torchpint.runtime import signals
+    from torchpint.runtime.comm import PeerError
 
+    signals.install()
     try:
         return int(mod.run(args) or 0)
+    except signals.Interrupted as err:
+        return fail(command, "interrupted", err, err.exit_code, args)
     except KeyboardInterrupt:
-        saved = getattr(args, "checkpoint", None) or getattr(args, "checkpoint_dir", None)
-        where = (f"checkpoint at {saved}, resume with --resume" if saved else
-                 "nothing saved (--checkpoint / --checkpoint-dir keep progress)")
-        return fail(command, "interrupted", where, EXIT_INTERRUPTED, args)
+        return fail(command, "interrupted", signals.Interrupted(2, checkpoint=_saved(args)),
+                    EXIT_INTERRUPTED, args)
     except DivergenceError as err:
         return fail(command, "diverged", err, EXIT_DIVERGED, args)
-    except RankTimeoutError as err:
+    except PeerError as err:
         return fail(command, "a peer rank failed", err, EXIT_PEER, args)
     except (ValueError, TypeError, FileNotFoundError) as err:
         return fail(command, "error", err, EXIT_USAGE, args)
     except ModuleNotFoundError as err:  # an optional extra that is not installed
         if err.name is not None and err.name.split(".")[0] == "torchpint":
-            raise
+            return _internal(command, err, args)
         return fail(command, "error", err, EXIT_USAGE, args)
+    except MemoryError as err:
+        return fail(command, "out of memory", _memory_hint(mod, err), EXIT_USAGE, args)
+    except RuntimeError as err:
+        if _is_out_of_memory(err):
+            return fail(command, "out of memory", _memory_hint(mod, err), EXIT_USAGE, args)
+        return _internal(command, err, args)
+    except Exception as err:  # noqa: BLE001 - the contract: one line and its own code
+        return _internal(command, err, args)
+    finally:
+        signals.uninstall()
+
+
+def _saved(args: argparse.Namespace) -> str | None:
+    return getattr(args, "checkpoint", None) or getattr(args, "checkpoint_dir", None)
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    """An allocator's failure: CUDA's OutOfMemoryError or the CPU allocator's message."""
+    import torch
+
+    text = str(err).lower()
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text \
+        or "out of memory" in text
+
+
+def _memory_hint(mod: ModuleType, err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    lower = getattr(mod, "MEMORY_HINT", "the problem's size")
+    return f"{first}; lower {lower}"
+
+
+def _internal(command: str, err: BaseException, args: argparse.Namespace) -> int:
+    from torchpint.cli._common import fail
+
+    what = f"unexpected error ({type(err).__name__}; TORCHPINT_TRACEBACK=1 shows where)"
+    return fail(command, what, err, EXIT_INTERNAL, args)
 
 
 if __name__ == "__main__":

@@ -4,15 +4,18 @@ and the one-line failure message of the exit-code contract."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from torchpint.runtime.files import claim
+from torchpint.runtime.outputs import check_writable, plot_path, write_json
+
+__all__ = ["check_writable", "write_json"]  # re-exported for the subcommands
 
 
 def is_main() -> bool:
@@ -30,52 +33,49 @@ def say(*args: Any, **kwargs: Any) -> None:
 
 def fail(command: str, what: str, err: BaseException | str, code: int,
          args: argparse.Namespace | None = None) -> int:
-    """Print ``torchpint COMMAND: WHAT: message`` (rank 0) and return ``code``; a diverged
-    run with ``--json`` also records the error there. ``TORCHPINT_TRACEBACK=1`` re-raises
-    an exception, for debugging."""
+    """Print ``torchpint COMMAND: WHAT: message`` in one line and return ``code``; a
+    diverged run with ``--json`` also records the error there. Every rank prints its
+    line, prefixed by its rank, when the failure is its own (a peer failure, an
+    interruption); otherwise rank 0 speaks for all. ``TORCHPINT_TRACEBACK=1`` prints the
+    traceback too, for debugging."""
     if os.environ.get("TORCHPINT_TRACEBACK") and isinstance(err, BaseException):
-        raise err
-    if is_main():
-        print(f"torchpint {command}: {what}: {err}", file=sys.stderr, flush=True)
-        path = getattr(args, "json", None)
-        if path and what == "diverged":
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+    text = " ".join(str(err).split()) if isinstance(err, BaseException) else str(err)
+    from torchpint.runtime.comm import world_size
+
+    per_rank = code in (4, 130, 143, 70) and world_size() > 1
+    if is_main() or per_rank:
+        who = f"[rank {_rank()}] " if per_rank else ""
+        print(f"torchpint {command}: {who}{what}: {text}", file=sys.stderr, flush=True)
+    path = getattr(args, "json", None)
+    if is_main() and path and what == "diverged":
+        try:
             write_json(path, {"diverged": True, "error": str(err)})
+        except ValueError as werr:
+            print(f"torchpint {command}: error: {werr}", file=sys.stderr, flush=True)
     return code
 
 
-def _finite(obj: Any) -> Any:
-    """``obj`` with non-finite floats as None, so the file is strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+def _rank() -> int:
+    from torchpint.runtime.comm import world_rank
 
-
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as indented, strict JSON (NaN/inf become null), creating the parent
-    folder; an unwritable path is a ``ValueError`` that names it."""
-    p = Path(path)
-    text = json.dumps(_finite(data), indent=1, default=str, allow_nan=False)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    except OSError as err:
-        raise ValueError(f"cannot write {p}: {err.strerror or err}") from err
+    return world_rank()
 
 
 def save_outputs(args: argparse.Namespace, data: Any, plot: Callable[[str], None]) -> None:
-    """Rank 0 writes ``data`` to ``--json`` and calls ``plot(path)`` for ``--plot``."""
+    """Rank 0 writes ``data`` to ``--json`` and calls ``plot(path)`` for ``--plot`` (the
+    path as :func:`check_outputs` resolved it), each written atomically."""
     if not is_main():
         return
     if getattr(args, "json", None):
         write_json(args.json, data)
         say(f"wrote {args.json}")
     if getattr(args, "plot", None):
-        plot(args.plot)
-        say(f"wrote {args.plot}")
+        path = str(plot_path(args.plot))
+        plot(path)
+        say(f"wrote {path}")
 
 
 def bounded(kind: type = float, low: float | None = None, high: float | None = None, *,
@@ -109,28 +109,6 @@ POSITIVE = bounded(float, 0, low_open=True)
 COUNT = bounded(int, 1)  # a count of steps, iterations, epochs, threads...
 
 
-def check_writable(path: str | os.PathLike | None, folder: bool = False) -> None:
-    """Fail now, not after the work, when ``path`` (a file, or a ``folder``) cannot be
-    written: its folder cannot be created, a file or folder is in the way, or the file
-    system refuses a new file there. Creates the folders, as writing would."""
-    if path is None:
-        return
-    import tempfile
-
-    p = Path(path)
-    where = p if folder else p.parent
-    try:
-        if not folder and p.is_dir():
-            raise ValueError(f"cannot write {p}: it is a folder; give a file name")
-        if where.exists() and not where.is_dir():
-            raise ValueError(f"cannot write {p}: {where} is a file, not a folder")
-        where.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=where, prefix=".torchpint-probe-"):
-            pass
-    except OSError as err:
-        raise ValueError(f"cannot write {p}: {err.strerror or err}") from err
-
-
 def check_outputs(args: argparse.Namespace) -> None:
     """Before any work: every output option of the subcommand can be written, and
     ``--resume`` has a checkpoint to continue."""
@@ -140,6 +118,10 @@ def check_outputs(args: argparse.Namespace) -> None:
         raise ValueError(f"--resume needs {flag} (the run to continue)")
     for name in ("json", "plot", "checkpoint"):
         check_writable(getattr(args, name, None))
+    if getattr(args, "plot", None):
+        args.plot = str(plot_path(args.plot))  # a format matplotlib writes, .png if none
+    if getattr(args, "checkpoint", None) and is_main():
+        claim(args.checkpoint)  # a second live run writing the same file is refused now
     for name in ("checkpoint_dir", "out"):
         check_writable(getattr(args, name, None), folder=True)
 

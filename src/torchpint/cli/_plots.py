@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
+
+from torchpint.runtime.outputs import save_figure
 
 
 @contextmanager
 def figure(path: str | os.PathLike, ncols: int = 1, width: float = 5.5,
            height: float = 4.0) -> Iterator[Any]:
-    """A row of ``ncols`` axes, saved as a PNG at ``path`` (parent created) on exit."""
+    """A row of ``ncols`` axes, saved at ``path`` on exit (its suffix gives the format,
+    PNG without one; written atomically, parent created)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,8 +24,8 @@ def figure(path: str | os.PathLike, ncols: int = 1, width: float = 5.5,
     try:
         yield axes[0]
         fig.tight_layout()
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        fig.set_dpi(120)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
 

@@ -127,11 +127,11 @@ def run(args: argparse.Namespace) -> int:
     """Train as the options say; 0 on success."""
     from torchpint.data import make_loaders
     from torchpint.layerparallel import conv_resnet
-    from torchpint.parareal.train import TrainConfig, fit
+    from torchpint.trainer import FitConfig, fit
 
     check_outputs(args)
     group, device = _placement(args)
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum, seed=args.seed)
+    cfg = FitConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum, seed=args.seed)
     data = make_loaders(args.dataset, data_root=args.data_root, image_size=args.image_size,
                         batch_size=args.batch_size, seed=args.seed)
     torch.manual_seed(args.seed)

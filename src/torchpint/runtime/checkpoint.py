@@ -1,6 +1,8 @@
 """Checkpoint files: written atomically, read safely, checked against the run resuming them.
 
-A crash mid-write never leaves a torn file (:func:`atomic_save`). Reading goes through
+A crash mid-write never leaves a torn file, a failed write (disk full, read-only) is a
+:class:`~torchpint.runtime.files.WriteError` that keeps the previous file, and two live
+runs cannot write one path (:func:`atomic_save`). Reading goes through
 ``torch.load(weights_only=True)`` (a checkpoint cannot run code), and a file that does
 not load is a :class:`CheckpointError` naming it. A checkpoint carries a *fingerprint*
 (a JSON-able dict of everything that defines the solution); :func:`check_fingerprint`
@@ -11,6 +13,7 @@ that differs.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import numbers
 import os
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from torchpint.runtime.files import atomic_write_bytes, claim
 
 RESUME_HINT = \
     "delete it (or use another checkpoint path) to start afresh, or run without resume"
@@ -35,15 +40,17 @@ class CheckpointMismatchError(CheckpointError):
 
 
 def atomic_save(payload: Any, path: str | os.PathLike) -> None:
-    """``torch.save(payload)`` to ``path`` through a temporary file and a rename.
+    """``torch.save(payload)`` to ``path``, whole or not at all, by one writer.
 
-    The parent folder is created. Readers see the old file or the new one, never a part.
+    The first save claims ``path`` for this process (:func:`~torchpint.runtime.files.claim`:
+    another live writer is a ``LockedError``). The bytes are serialised in memory, then
+    written under a temporary name unique to this writer and renamed over ``path``; a
+    failed write raises ``WriteError`` and leaves the previous checkpoint intact.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, p)
+    claim(path)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 def load_checkpoint(path: str | os.PathLike, hint: str = RESUME_HINT) -> dict[str, Any]:

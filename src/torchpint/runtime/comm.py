@@ -1,15 +1,18 @@
-"""Communication for the time-parallel solvers, over a ``torch.distributed`` group.
+"""Every message between ranks, over a ``torch.distributed`` group: the one communicator.
 
-The solver is written once against :class:`Comm`, which is itself the one-rank case (no
-messages); :class:`GroupComm` sends boundary states to neighbours and reduces
-norms over a process group (Gloo on CPU, NCCL on GPU). Every wait has a timeout, so a
-rank that died or hangs is an error on its peers, never a hang.
+Solvers, executors and training loops are written once against :class:`Comm`, which is
+itself the one-rank case (no messages); :class:`GroupComm` sends states to neighbours,
+reduces, gathers and broadcasts over a process group (Gloo on CPU, NCCL on GPU). Every
+wait has a timeout, so a rank that died, hangs or closed its connection is a typed
+:class:`PeerError` on its peers, never a hang or a backend traceback. No module outside
+this floor calls ``torch.distributed``'s communication functions (an architecture test).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import pickle
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -17,8 +20,12 @@ import torch
 import torch.distributed as dist
 
 
-class RankTimeoutError(RuntimeError):
-    """A peer rank did not answer within the timeout (it died, hung, or diverged)."""
+class PeerError(RuntimeError):
+    """A peer rank failed: it died, hung or closed its connection (exit code 4)."""
+
+
+class RankTimeoutError(PeerError):
+    """A peer rank did not answer within the timeout (it hung, or died silently)."""
 
 
 class PeerClosedError(RankTimeoutError):
@@ -83,6 +90,15 @@ class Comm:
 
     def broadcast(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
         return t
+
+    def barrier(self, what: str) -> None:
+        pass
+
+    def all_gather_object(self, obj: Any, what: str) -> list[Any]:
+        return [obj]
+
+    def gather_object(self, obj: Any, dst: int, what: str) -> list[Any] | None:
+        return [obj]
 
 
 class GroupComm(Comm):
@@ -215,6 +231,45 @@ class GroupComm(Comm):
         )
         self._wait(work, what)
         return wire.to(t.device)
+
+    def barrier(self, what: str) -> None:
+        """Wait until every rank of the group gets here (a one-element all-reduce, so
+        it has the same timeout and typed errors as every other wait)."""
+        self.all_reduce(torch.zeros(1), "sum", f"barrier ({what})")
+
+    def all_gather_object(self, obj: Any, what: str) -> list[Any]:
+        """Every rank's picklable ``obj``, in rank order (two all-gathers: the sizes, then
+        the padded bytes). Peers of one job are trusted to send plain data."""
+        data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
+        dev = torch.device("cuda", torch.cuda.current_device()) \
+            if self.backend == "nccl" else torch.device("cpu")
+        sizes = self.all_gather(torch.tensor([data.numel()], device=dev), f"sizes of {what}")
+        pad = torch.zeros(int(sizes.max()), dtype=torch.uint8, device=dev)
+        pad[: data.numel()] = data.to(dev)
+        parts = self.all_gather(pad, what).cpu()
+        return [pickle.loads(parts[r, : int(sizes[r])].numpy().tobytes())
+                for r in range(self.size)]
+
+    def gather_object(self, obj: Any, dst: int, what: str) -> list[Any] | None:
+        """Every rank's ``obj`` on rank ``dst`` (``None`` elsewhere)."""
+        out = self.all_gather_object(obj, what)
+        return out if self.rank == dst else None
+
+
+def new_group(ranks: Sequence[int], timeout: float) -> Any:
+    """A ``torch.distributed`` subgroup of the world's ``ranks``; every rank of the world
+    must call it with the same lists in the same order."""
+    return dist.new_group(list(ranks), timeout=timedelta(seconds=float(timeout)))
+
+
+def world_rank() -> int:
+    """This process's rank in the default group (0 when not distributed)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """The default group's size (1 when not distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def make_comm(group: Any, timeout: float) -> Comm:
