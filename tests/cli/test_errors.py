@@ -148,7 +148,7 @@ def test_train_mgrit_refuses_another_runs_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     assert main([*base, "--seed", "5", "--resume"]) == 2
     _one_line_error(capsys, "checkpoint does not match", "seed")
-    assert main([*base, "--seed", "0", "--data", "serial", "--resume"]) == 2
+    assert main([*base, "--seed", "0", "--data", "full", "--resume"]) == 2
     _one_line_error(capsys, "data_rule")
 
 

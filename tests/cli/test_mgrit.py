@@ -33,3 +33,14 @@ def test_mgrit_cli_bad_input_is_a_clear_error(capsys):
     assert "cfactor must be an integer >= 2" in capsys.readouterr().err
     assert main(["mgrit", "--nt", "9", "--levels", "6"]) == 2
     assert "cannot make 6 levels" in capsys.readouterr().err
+
+
+def test_steps_count_time_steps_and_the_old_nt_still_works(tmp_path, capsys):
+    """``--steps N`` is N time steps (N + 1 points); the deprecated ``--nt`` counted points."""
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    assert main(["mgrit", "--problem", "dahlquist", "--steps", "64", "--json", str(new)]) == 0
+    assert main(["mgrit", "--problem", "dahlquist", "--nt", "65", "--json", str(old)]) == 0
+    err = capsys.readouterr().err
+    assert "--nt is deprecated; use --steps" in err
+    a, b = json.loads(new.read_text()), json.loads(old.read_text())
+    assert a["steps"] == b["steps"] == 64 and a["residuals"] == b["residuals"]

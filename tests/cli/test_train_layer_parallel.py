@@ -10,7 +10,7 @@ from torchpint.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["train-layer-parallel", "--image-size", "8", "--steps", "4", "--channels", "4",
+TINY = ["train-layer-parallel", "--image-size", "8", "--layers", "4", "--channels", "4",
         "--levels", "2", "--cfactor", "2", "--batch-size", "256", "--no-progress"]  # fmt: skip
 
 
@@ -39,10 +39,10 @@ def test_exact_settings_match_backprop(tmp_path):
 
 def test_resume_refuses_other_solver_settings(tmp_path, capsys):
     d = str(tmp_path / "ck")
-    assert main([*TINY, "--epochs", "2", "--checkpoint-dir", d]) == 0
+    assert main([*TINY, "--epochs", "2", "--checkpoint", d]) == 0
     capsys.readouterr()
-    assert main([*TINY, "--epochs", "2", "--checkpoint-dir", d, "--resume",
-                 "--fwd-iters", "3"]) == 2
+    assert main([*TINY, "--epochs", "2", "--checkpoint", d, "--resume",
+                 "--fwd-iterations", "3"]) == 2
     assert "fwd_iters" in capsys.readouterr().err
 
 
@@ -63,11 +63,11 @@ def test_two_ranks_train_as_one_process_and_resume(tmp_path):
     one, two, again = (tmp_path / f"{n}.json" for n in ("one", "two", "again"))
     d = str(tmp_path / "ck")
     assert main([*TINY, "--epochs", "2", "--json", str(one)]) == 0
-    args = [*TINY, "--epochs", "2", "--checkpoint-dir", d, "--json", str(two)]
+    args = [*TINY, "--epochs", "2", "--checkpoint", d, "--json", str(two)]
     assert spawn_gloo(_two_ranks, 2, args) == [0, 0]
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
         "layer_parallel.pt.rank0", "layer_parallel.pt.rank1"]
-    args = [*TINY, "--epochs", "2", "--checkpoint-dir", d, "--resume", "--json", str(again)]
+    args = [*TINY, "--epochs", "2", "--checkpoint", d, "--resume", "--json", str(again)]
     assert spawn_gloo(_two_ranks, 2, args) == [0, 0]
     a, b, c = (json.loads(p.read_text()) for p in (one, two, again))
     assert b["config"]["world"] == 2 and b["config"]["layer_slabs"] == [[0, 2], [2, 4]]
@@ -79,3 +79,16 @@ def test_two_ranks_train_as_one_process_and_resume(tmp_path):
         assert hb["test_accuracy"] == pytest.approx(ha["test_accuracy"], abs=1e-9)
     assert b["gradient_check"]["grad_rel_err"] == pytest.approx(
         a["gradient_check"]["grad_rel_err"], rel=1e-4)
+
+
+def test_old_flag_spellings_still_run_with_a_warning(tmp_path, capsys):
+    """--steps, --fwd-iters, --bwd-iters and --checkpoint-dir keep working (deprecated)."""
+    old = [a if a != "--layers" else "--steps" for a in TINY]
+    d = str(tmp_path / "ck")
+    assert main([*old, "--epochs", "1", "--fwd-iters", "2", "--bwd-iters", "1",
+                 "--checkpoint-dir", d]) == 0
+    err = capsys.readouterr().err
+    for flag, new in [("--steps", "--layers"), ("--fwd-iters", "--fwd-iterations"),
+                      ("--bwd-iters", "--bwd-iterations"), ("--checkpoint-dir", "--checkpoint")]:
+        assert f"{flag} is deprecated; use {new}" in err
+    assert (tmp_path / "ck" / "layer_parallel.pt").exists()

@@ -114,7 +114,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     ``--resume`` has a checkpoint to continue."""
     saved = getattr(args, "checkpoint", None) or getattr(args, "checkpoint_dir", None)
     if getattr(args, "resume", False) and not saved:
-        flag = "--checkpoint PATH" if hasattr(args, "checkpoint") else "--checkpoint-dir DIR"
+        flag = "--checkpoint PATH" if hasattr(args, "checkpoint") else "--checkpoint DIR"
         raise ValueError(f"--resume needs {flag} (the run to continue)")
     for name in ("json", "plot", "checkpoint"):
         check_writable(getattr(args, name, None))
@@ -124,6 +124,33 @@ def check_outputs(args: argparse.Namespace) -> None:
         claim(args.checkpoint)  # a second live run writing the same file is refused now
     for name in ("checkpoint_dir", "out"):
         check_writable(getattr(args, name, None), folder=True)
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling of an option: sets the new option's value (converted where the old
+    one counted differently) and says, once, on stderr, what to write instead."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str,
+                 convert: Callable[[Any], Any] | None = None, note: str = "",
+                 **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new, self.convert, self.note = new, convert, note
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if is_main():
+            print(f"torchpint: warning: {option_string} is deprecated; use {self.new}"
+                  f"{self.note}", file=sys.stderr, flush=True)
+        setattr(namespace, self.dest, self.convert(values) if self.convert else values)
+
+
+def deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, dest: str,
+                     convert: Callable[[Any], Any] | None = None, note: str = "",
+                     **kwargs: Any) -> None:
+    """Keep ``old`` working as a deprecated spelling of ``new`` (stored in ``dest``), so
+    existing scripts keep running; hidden from ``--help``."""
+    parser.add_argument(old, dest=dest, action=_Deprecated, new=new, convert=convert,
+                        note=note, help=argparse.SUPPRESS, **kwargs)
 
 
 def add_timeout(parser: argparse.ArgumentParser) -> None:

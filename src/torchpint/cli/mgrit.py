@@ -13,6 +13,7 @@ from torchpint.cli._common import (
     add_timeout,
     bounded,
     check_outputs,
+    deprecated_alias,
     save_outputs,
     say,
 )
@@ -26,8 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--problem", choices=sorted(PROBLEMS), default="heat1d",
       help="model problem (default heat1d)")
     a("--t-stop", type=POSITIVE, default=None, help="end time (default: the problem's)")
-    a("--nt", type=bounded(int, 2), default=1025,
-      help="number of time points, t_0 and t_N included (default 1025)")
+    a("--steps", type=COUNT, default=1024,
+      help="N, the number of time steps (N + 1 time points; default 1024)")
+    deprecated_alias(p, "--nt", "--steps", "steps", type=bounded(int, 2),
+                     convert=lambda points: points - 1,
+                     note=" (--nt counted time points, --steps counts steps: points - 1)")
     a("--nx", type=bounded(int, 3), default=65,
       help="space points, heat1d / allen-cahn (default 65)")
     a("--lam", type=bounded(float), default=-1.0, help="lambda, dahlquist (default -1)")
@@ -52,10 +56,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--plot", metavar="PATH", help="write a PNG of the residual history")
 
 
+MEMORY_HINT = "--steps (time steps) or --nx (space points)"
+
+
+def _check_memory(args: argparse.Namespace, world: int) -> None:
+    """Refuse before any allocation a solve whose states cannot fit: every rank holds
+    its slab's fine points and about as much again on the coarse levels and in the FAS
+    right-hand sides (float64 states of ``nx`` values, one for dahlquist)."""
+    from torchpint.runtime.resources import require_memory
+
+    state = 8 * (1 if args.problem == "dahlquist" else args.nx)
+    need = 2.0 * state * (args.steps + 1) / world
+    require_memory(need, f"an MGRIT solve of {args.steps + 1} time points of {state} bytes",
+                   MEMORY_HINT)
+
+
 def _problem(args: argparse.Namespace) -> Any:
-    nt = args.nt - 1
-    if nt < 1:
-        raise ValueError(f"--nt must be at least 2 time points, got {args.nt}")
+    nt = args.steps
     kw: dict[str, Any] = {} if args.t_stop is None else {"t_stop": args.t_stop}
     cls = PROBLEMS[args.problem]
     if args.problem == "dahlquist":
@@ -69,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_outputs(args)
     distributed = init_distributed(timeout=args.timeout)
+    from torchpint.runtime.comm import world_size
+
+    _check_memory(args, world_size())
     problem = _problem(args)
 
     def show(k: int, res: float) -> None:
@@ -91,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         f"{world} process{'es' if world > 1 else ''}")
     result = solver.solve()
     summary = result.to_dict()
-    summary.update(problem=args.problem, nt=args.nt, processes=world)
+    summary.update(problem=args.problem, steps=args.steps, processes=world)
     if args.check and not distributed:
         t = time.perf_counter()
         ref = serial_solve(problem)
@@ -103,5 +123,5 @@ def run(args: argparse.Namespace) -> int:
            if "max_diff_vs_serial" in summary else ""))
     label = f"{args.cycle}-cycle {args.relax}" if args.parareal is None else "parareal"
     save_outputs(args, summary, lambda path: plots.plot_residuals(
-        {label: result.residuals}, path, f"{args.problem}, nt={args.nt}"))
+        {label: result.residuals}, path, f"{args.problem}, {args.steps} steps"))
     return 0 if result.converged else 1

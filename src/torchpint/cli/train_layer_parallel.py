@@ -23,6 +23,7 @@ from torchpint.cli._common import (
     add_timeout,
     bounded,
     check_outputs,
+    deprecated_alias,
     is_main,
     local_rank,
     parse_devices,
@@ -42,6 +43,9 @@ def _relaxation(text: str) -> str | tuple[str, ...]:
     return names[0] if len(names) == 1 else names
 
 
+MEMORY_HINT = "--batch-size, --channels or --layers"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``torchpint train-layer-parallel``."""
     a = parser.add_argument
@@ -51,7 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--data-root", default=None, help="folder holding a torchvision data set")
     a("--image-size", type=COUNT, default=None,
       help="input size (default: digits 16, shapes 32, else the data set's own)")
-    a("--steps", type=COUNT, default=32, help="residual layers N (default 32)")
+    a("--layers", type=COUNT, default=32, help="residual layers N, one time step each "
+      "(default 32)")
+    deprecated_alias(parser, "--steps", "--layers", "layers", type=COUNT)
     a("--channels", type=COUNT, default=8, help="channels C of the residual stream (default 8)")
     a("--T", type=POSITIVE, default=1.0, help="time horizon; step size T/N (default 1.0)")
     a("--levels", type=COUNT, default=3, help="MGRIT levels (default 3)")
@@ -59,8 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--relax", type=_relaxation, default=None,
       help="F, FCF, or one per level but the coarsest, e.g. F,FCF (default: F on the fine "
       "level, FCF on coarse ones, as TorchBraid)")
-    a("--fwd-iters", type=COUNT, default=2, help="MGRIT iterations per forward (default 2)")
-    a("--bwd-iters", type=COUNT, default=1, help="MGRIT iterations per backward (default 1)")
+    a("--fwd-iterations", type=COUNT, default=2,
+      help="MGRIT iterations per forward (default 2)")
+    a("--bwd-iterations", type=COUNT, default=1,
+      help="MGRIT iterations per backward, the adjoint (default 1)")
+    deprecated_alias(parser, "--fwd-iters", "--fwd-iterations", "fwd_iterations", type=COUNT)
+    deprecated_alias(parser, "--bwd-iters", "--bwd-iterations", "bwd_iterations", type=COUNT)
     a("--epochs", type=COUNT, default=4, help="training epochs (default 4)")
     a("--batch-size", type=COUNT, default=50, help="examples per step (default 50)")
     a("--lr", type=POSITIVE, default=0.05, help="base learning rate (default 0.05)")
@@ -70,8 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="fixes data split, init and batches (default 0)")
     a("--serial-baseline", action="store_true",
       help="also train the same network with exact serial forward and backprop")
-    a("--checkpoint-dir", default=None, help="write a checkpoint every epoch here")
-    a("--resume", action="store_true", help="continue from --checkpoint-dir")
+    a("--checkpoint", dest="checkpoint_dir", default=None, metavar="DIR",
+      help="folder of the checkpoints, written every epoch and when a signal stops the run")
+    deprecated_alias(parser, "--checkpoint-dir", "--checkpoint", "checkpoint_dir")
+    a("--resume", action="store_true", help="continue from --checkpoint")
     a("--json", default=None, metavar="PATH", help="write the results as JSON")
     a("--plot", default=None, metavar="PATH",
       help="loss and accuracy curves, and the MGRIT residuals of the last batch")
@@ -135,29 +147,29 @@ def run(args: argparse.Namespace) -> int:
     data = make_loaders(args.dataset, data_root=args.data_root, image_size=args.image_size,
                         batch_size=args.batch_size, seed=args.seed)
     torch.manual_seed(args.seed)
-    net = conv_resnet(args.steps, args.channels, data.in_channels, data.num_classes,
+    net = conv_resnet(args.layers, args.channels, data.in_channels, data.num_classes,
                       data.image_size, T=args.T,
                       levels=args.levels, cfactor=args.cfactor, relax=args.relax,
-                      fwd_iters=args.fwd_iters, bwd_iters=args.bwd_iters, group=group,
+                      fwd_iters=args.fwd_iterations, bwd_iters=args.bwd_iterations, group=group,
                       timeout=args.timeout).to(device)
     world = net.comm.size
     serial = None
     if args.serial_baseline:  # the same initial weights, whole (rank 0 only when distributed)
         serial = copy.deepcopy(net).serial() if world == 1 else net.serial()
-    run_id = {"model": "conv_resnet", "steps": args.steps, "channels": args.channels,
+    run_id = {"model": "conv_resnet", "steps": args.layers, "channels": args.channels,
               "T": args.T, "dataset": data.name, "image_size": data.image_size,
               "batch_size": args.batch_size}
     solver_id = {"levels": args.levels, "cfactor": args.cfactor, "relax": net.relax,
-                 "fwd_iters": args.fwd_iters, "bwd_iters": args.bwd_iters}
+                 "fwd_iters": args.fwd_iterations, "bwd_iters": args.bwd_iterations}
     ckpts = {label: os.path.join(args.checkpoint_dir, f"{label}.pt") if args.checkpoint_dir
              else None for label in ("layer_parallel", "serial")}
     x, y = next(iter(data.train))
     check = gradient_check(net, x.to(device), y.to(device))
     relax = net.relax if isinstance(net.relax, str) else ",".join(net.relax)
     on = f" on {world} ranks" if world > 1 else ""
-    say(f"train-layer-parallel: N={args.steps} steps of {args.channels} channels on "
+    say(f"train-layer-parallel: N={args.layers} layers of {args.channels} channels on "
         f"{data.name}{on}, {args.levels} levels, cfactor {args.cfactor}, {relax}-relaxation, "
-        f"{args.fwd_iters} forward / {args.bwd_iters} backward iterations")
+        f"{args.fwd_iterations} forward / {args.bwd_iterations} backward iterations")
     if check is not None:
         say(f"first batch: output error {check['output_rel_err']:.2e}, gradient error "
             f"{check['grad_rel_err']:.2e} (vs exact backprop)")
@@ -167,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
               checkpoint=ckpts["layer_parallel"], run={**run_id, **solver_id}, **common)
     results["layer_parallel"] = {
         "test_accuracy": res.test_accuracy, "step_time_s": res.step_time_s,
-        "fwd_iters": args.fwd_iters, "bwd_iters": args.bwd_iters,
+        "fwd_iters": args.fwd_iterations, "bwd_iters": args.bwd_iterations,
         "fwd_residuals": net.fwd_residuals, "bwd_residuals": net.bwd_residuals,
         **res.to_dict(),
     }
