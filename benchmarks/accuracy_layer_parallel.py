@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from common import mean_std, write_json  # this directory is on sys.path
 
 # dataset -> options of the run (16x16 inputs keep a shapes run within a few minutes)
 DATASETS: dict[str, list[str]] = {
@@ -46,7 +47,9 @@ def run_one(dataset: str, seed: int, extra: list[str], folder: str) -> dict[str,
 
 
 def _stats(xs: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(xs), "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0}
+    """Mean and standard deviation of ``xs``."""
+    mean, sd = mean_std(xs)
+    return {"mean": mean, "sd": sd}
 
 
 def main() -> None:
@@ -80,11 +83,7 @@ def main() -> None:
               f"{t['serial']['mean']:>8.2f} +- {t['serial']['sd']:<4.2f} "
               f"{t['diff']['mean']:>+8.2f} +- {t['diff']['sd']:.2f} "
               f"({', '.join(f'{x:+.2f}' for x in diff)})")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"seeds": args.seeds, "extra": extra, "table": table}, f, indent=1)
-        print(f"wrote {args.json}")
+    write_json(args.json, {"seeds": args.seeds, "extra": extra, "table": table}, indent=1)
 
 
 if __name__ == "__main__":

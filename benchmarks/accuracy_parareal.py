@@ -17,30 +17,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
-import statistics
 import time
 from typing import Any
 
 import torch
 
-from torchpint.data import make_loaders
-from torchpint.models import build_model
+from common import DATASETS, PLAN, mean_std, recipe, write_json  # this directory is on sys.path
 from torchpint.parareal import default_coarse, parareal_network
-from torchpint.parareal.train import TrainConfig, fit
-
-# dataset -> (image size, extra loader options, epochs)
-DATASETS: dict[str, tuple[int, dict[str, Any], int]] = {
-    "digits": (16, {}, 8),
-    "shapes": (16, {"num_train": 4000, "num_test": 1000}, 12),
-}
-# the default plan (dataset, model): ResNet only on digits to stay within ~10 minutes
-PLAN: tuple[tuple[str, str], ...] = (
-    ("digits", "vgg-small"),
-    ("digits", "resnet-small"),
-    ("shapes", "vgg-small"),
-)
+from torchpint.trainer import fit
 
 
 def _coarse(variant: str) -> Any:
@@ -56,14 +40,8 @@ def one_run(
     dataset: str, model_name: str, seed: int, chunks: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Train original and parareal from the same initial weights; their test accuracies."""
-    size, extra, epochs = DATASETS[dataset]
-    data = make_loaders(dataset, image_size=size, batch_size=args.batch_size, seed=seed, **extra)
-    cfg = TrainConfig(
-        epochs=args.epochs or epochs, lr=args.lr, momentum=0.9, weight_decay=5e-4, seed=seed
-    )
-    torch.manual_seed(seed)
-    model = build_model(
-        model_name, width=args.width, num_classes=data.num_classes, in_channels=data.in_channels
+    data, cfg, model = recipe(
+        dataset, model_name, seed, args.epochs, args.batch_size, args.lr, args.width
     )
     original = copy.deepcopy(model)
     x = next(iter(data.train))[0][:8]
@@ -90,12 +68,9 @@ def one_run(
 
 
 def _stats(xs: list[float]) -> dict[str, float]:
-    return {
-        "mean": statistics.fmean(xs),
-        "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
-        "min": min(xs),
-        "max": max(xs),
-    }
+    """Mean, standard deviation, min and max of ``xs``."""
+    mean, std = mean_std(xs)
+    return {"mean": mean, "std": std, "min": min(xs), "max": max(xs)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,15 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     total = time.perf_counter() - t_all
     print(f"total {total:.0f} s")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(
-                {"settings": vars(args), "summary": summary, "runs": runs, "time_s": total},
-                fh,
-                indent=2,
-            )
-        print(f"wrote {args.json}")
+    write_json(
+        args.json, {"settings": vars(args), "summary": summary, "runs": runs, "time_s": total}
+    )
     return 0 if all(s["within_tolerance"] for s in summary) else 1
 
 

@@ -11,11 +11,11 @@ Prints a table (median microseconds per step and the ratio) and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
+
+from common import write_json  # this directory is on sys.path
 
 
 def _time_steps(problem, steps: int) -> float:
@@ -74,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['problem']:8s}{r['weights']:>9d}{r['numpy_us']:>15.1f}"
             f"{r['autograd_us']:>18.1f}{r['ratio']:>7.1f}x"
         )
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rounds": args.rounds, "threads": 1, "rows": rows}, indent=1))
-    print(f"JSON: {out}")
+    write_json(args.json, {"rounds": args.rounds, "threads": 1, "rows": rows}, indent=1)
     return 0
 
 

@@ -24,12 +24,12 @@ crossover P against (a) and (b) for N = 128 and 1024.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +38,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from common import median_quartiles, step_fn, write_json  # this directory is on sys.path
 from torchpint.layerparallel import LayerParallel, conv_resnet
 from torchpint.testing import free_port
 
@@ -54,18 +55,16 @@ def _batch(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(batch, 1, 16, 16, generator=g), torch.randint(0, 10, (batch,), generator=g)
 
 
-def _stepper(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+def _stepper(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], float]:
+    """A training step on ``(x, y)`` that returns its seconds."""
+    step = step_fn(model, x, y)
 
-    def step() -> float:
+    def timed() -> float:
         t = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step()
         return time.perf_counter() - t
 
-    return step
+    return timed
 
 
 def _worker(rank: int, world: int, port: int, n: int, channels: int, batch: int,
@@ -155,13 +154,6 @@ class _Ranks:
             p.join(timeout=60)
 
 
-def _quartiles(xs: list[float]) -> tuple[float, float, float]:
-    if len(xs) < 2:
-        return xs[0], xs[0], xs[0]
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return q[0], statistics.median(xs), q[2]
-
-
 def measure(n: int, channels: int, batch: int, world: int, rounds: int, k: int,
             threads: int) -> dict[str, Any]:
     """Interleaved rounds of (a)-(d) for one depth; medians and per-round ratios."""
@@ -206,8 +198,9 @@ def measure(n: int, channels: int, batch: int, world: int, rounds: int, k: int,
     med = {v: statistics.median(ts) for v, ts in per_round.items()}
 
     def ratio(num: str, den: str) -> dict[str, float]:
-        lo, mid, hi = _quartiles([a / b for a, b in
-                                  zip(per_round[num], per_round[den], strict=True)])
+        mid, lo, hi = median_quartiles([a / b for a, b in
+                                        zip(per_round[num], per_round[den], strict=True)],
+                                       method="inclusive")
         return {"median": mid, "q1": lo, "q3": hi}
 
     return {
@@ -379,13 +372,9 @@ def main() -> None:
               f"{m['crossover_vs_serial_1thread']}, vs serial on {threads} threads: "
               f"{m['crossover_vs_serial_threads']}  (P: predicted ms "
               + ", ".join(f"{p}: {1e3 * t:.0f}" for p, t in m["model_s"].items()) + ")")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"machine": {"cpus": threads, "platform": platform.platform(),
-                                   "torch": torch.__version__},
-                       "solver": SOLVER, "rows": rows, "model": model}, f, indent=1)
-        print(f"wrote {args.json}")
+    write_json(args.json, {"machine": {"cpus": threads, "platform": platform.platform(),
+                                       "torch": torch.__version__},
+                           "solver": SOLVER, "rows": rows, "model": model}, indent=1)
 
 
 if __name__ == "__main__":

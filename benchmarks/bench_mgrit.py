@@ -11,13 +11,13 @@ iteration count. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
 
 import torch
 
+from common import write_json  # this directory is on sys.path
 from torchpint.core import MGRIT, Grid, potential_speedup, serial_solve
 from torchpint.problems import Heat1D
 from torchpint.testing import spawn_gloo
@@ -105,12 +105,9 @@ def main() -> None:
     print(f"\ncost model (one step = {step_cost * 1e6:.1f} us, communication free):")
     print("processes  " + " ".join(f"{p:>6}" for p in model))
     print("speedup    " + " ".join(f"{s:>6.2f}" for s in model.values()))
-    if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"settings": vars(args), "cores": cores, "median_s": med, "runs_s": rows,
-                       **info, "step_cost_s": step_cost,
-                       "cost_model_speedup": {str(p): s for p, s in model.items()}}, f, indent=2)
+    write_json(args.json, {"settings": vars(args), "cores": cores, "median_s": med,
+                           "runs_s": rows, **info, "step_cost_s": step_cost,
+                           "cost_model_speedup": {str(p): s for p, s in model.items()}})
 
 
 if __name__ == "__main__":

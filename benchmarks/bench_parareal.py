@@ -23,45 +23,28 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from torchpint.models import build_model
+from common import (  # this directory is on sys.path
+    CONFIGS,
+    QUICK,
+    batch,
+    build,
+    config_arguments,
+    fmt_ratio,
+    machine_info,
+    median_quartiles,
+    ratios,
+    step_fn,
+    write_json,
+)
 from torchpint.parareal import ThreadsExecutor, parareal_network
-
-# name -> (model preset, depth, width, image size, batch size)
-CONFIGS: dict[str, tuple[str, int | None, int, int, int]] = {
-    "resnet": ("resnet", 164, 16, 32, 32),  # ResNet-164 (bottleneck, 54 blocks)
-    "vgg": ("vgg16", None, 64, 32, 64),  # VGG-16-BN at the paper's (full) width
-}
-QUICK: dict[str, tuple[str, int | None, int, int, int]] = {
-    "resnet": ("resnet", 20, 8, 16, 16),
-    "vgg": ("vgg16", None, 8, 16, 16),
-}
-
-
-def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    """One SGD training step on the fixed batch ``(x, y)``."""
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    model.train()
-
-    def step() -> None:
-        out = model(x)
-        loss = F.cross_entropy(out, y.to(out.device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
 
 
 def _sync() -> None:
@@ -105,24 +88,11 @@ def _summary(ts: list[float]) -> dict[str, Any]:
     }
 
 
-def _ratios(times: dict[str, list[float]], num: str, den: str) -> list[float]:
-    """The per-round ratios ``num / den``: both were timed in the same round, so load that
-    drifts between rounds cancels."""
-    return [a / b for a, b in zip(times[num], times[den], strict=True)]
-
-
-def _median_quartiles(r: list[float]) -> tuple[float, float, float]:
-    if len(r) < 2:
-        return r[0], r[0], r[0]
-    q1, _, q3 = statistics.quantiles(r, n=4)
-    return statistics.median(r), q1, q3
-
-
 def _speedups(times: dict[str, list[float]], cores: int) -> dict[str, Any]:
     """Parareal against the original on 1 thread and on all cores (per-round ratios)."""
-    r1 = _ratios(times, "original_1_thread", "parareal")
-    vs1 = _median_quartiles(r1)
-    vsall = _median_quartiles(_ratios(times, f"original_{cores}_threads", "parareal"))
+    r1 = ratios(times, "original_1_thread", "parareal")
+    vs1 = median_quartiles(r1)
+    vsall = median_quartiles(ratios(times, f"original_{cores}_threads", "parareal"))
     return {
         "speedup_vs_1_thread": vs1[0],
         "speedup_vs_1_thread_quartiles": vs1[1:],
@@ -143,17 +113,9 @@ def _pooled(rows: list[dict[str, Any]], name: str, cores: int) -> dict[str, Any]
     return {"config": name, "rounds": rounds, **_speedups(times, cores)}
 
 
-def _fmt_ratio(row: dict[str, Any], key: str) -> str:
-    lo, hi = row[f"{key}_quartiles"]
-    return f"{row[key]:.2f}x [{lo:.2f}-{hi:.2f}]"
-
-
-def _batch(cfg: tuple, in_channels: int = 3, device: str = "cpu") -> tuple[torch.Tensor, ...]:
-    _, _, _, size, bs = cfg
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(bs, in_channels, size, size, generator=g)
-    y = torch.randint(0, 10, (bs,), generator=g)
-    return x.to(device), y.to(device)
+def _ratio_text(row: dict[str, Any], key: str) -> str:
+    """A speedup of ``row`` with its quartiles."""
+    return fmt_ratio(row[key], row[f"{key}_quartiles"])
 
 
 def bench_cpu(
@@ -168,9 +130,8 @@ def bench_cpu(
 ) -> dict[str, Any]:
     """Original (1 thread, all cores) vs parareal on the threads executor."""
     preset, depth, width, size, bs = cfg
-    torch.manual_seed(0)
-    model = build_model(preset, depth=depth, width=width, num_classes=10, in_channels=3)
-    x, y = _batch(cfg)
+    model = build(cfg)
+    x, y = batch(cfg)
     orig1 = copy.deepcopy(model)
     origall = copy.deepcopy(model)
     torch.set_num_threads(1)  # chunk costs and balance as each chunk will run: one thread
@@ -182,10 +143,10 @@ def bench_cpu(
     sweep_first = copy.deepcopy(net)  # the ablation: iteration 0 waits for the coarse sweep
     sweep_first.set_executor(ThreadsExecutor(overlap=False))
     variants = {
-        "original_1_thread": (_step_fn(orig1, x, y), 1),
-        f"original_{cores}_threads": (_step_fn(origall, x, y), cores),
-        "parareal": (_step_fn(net, x, y), cores),  # threads executor: cores // N per chunk
-        "parareal_sweep_first": (_step_fn(sweep_first, x, y), cores),
+        "original_1_thread": (step_fn(orig1, x, y), 1),
+        f"original_{cores}_threads": (step_fn(origall, x, y), cores),
+        "parareal": (step_fn(net, x, y), cores),  # threads executor: cores // N per chunk
+        "parareal_sweep_first": (step_fn(sweep_first, x, y), cores),
     }
     times = _interleaved(variants, reps, warmup)
     torch.set_num_threads(cores)
@@ -204,7 +165,7 @@ def bench_cpu(
         "tuning": [{"cut_points": c, "pass_s": t} for c, t in net.tuning],
         "times": {k: _summary(v) for k, v in times.items()},
         **_speedups(times, cores),
-        "overlap_gain": statistics.median(_ratios(times, "parareal_sweep_first", "parareal")),
+        "overlap_gain": statistics.median(ratios(times, "parareal_sweep_first", "parareal")),
         "ideal_speedup": report["ideal_speedup"],
         "ideal_speedup_flops": report["ideal_speedup_flops"],
         "coarse_param_overhead": report["coarse_param_overhead"],
@@ -221,12 +182,11 @@ def bench_gpu(
     n_gpu = torch.cuda.device_count()
     rows = []
     preset, depth, width, size, bs = cfg
-    x, y = _batch(cfg, device="cuda:0")
-    torch.manual_seed(0)
-    base = build_model(preset, depth=depth, width=width, num_classes=10, in_channels=3)
+    x, y = batch(cfg, device="cuda:0")
+    base = build(cfg)
     orig = copy.deepcopy(base).to("cuda:0")
     torch.cuda.reset_peak_memory_stats()
-    t_orig = _interleaved({"o": (_step_fn(orig, x, y), None)}, reps, warmup)["o"]
+    t_orig = _interleaved({"o": (step_fn(orig, x, y), None)}, reps, warmup)["o"]
     mem_orig = torch.cuda.max_memory_allocated(0)
     del orig
     for n in range(1, n_gpu + 1):
@@ -244,7 +204,7 @@ def bench_gpu(
         report = net.cost_report(x)
         for j in range(n_gpu):
             torch.cuda.reset_peak_memory_stats(j)
-        t = _interleaved({"p": (_step_fn(net, x, y), None)}, reps, warmup)["p"]
+        t = _interleaved({"p": (step_fn(net, x, y), None)}, reps, warmup)["p"]
         mem = [torch.cuda.max_memory_allocated(j) for j in range(n)]
         rows.append(
             {
@@ -268,10 +228,8 @@ def bench_gpu(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    config_arguments(p, reps=7)
     p.add_argument("--chunks", type=int, default=2, help="chunks N on the CPU (default 2)")
-    p.add_argument("--reps", type=int, default=7, help="timed repetitions per variant")
-    p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     p.add_argument("--balance", default="tune", choices=("tune", "time", "flops", "blocks"))
     p.add_argument(
@@ -295,12 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     reps, warmup = (3, 1) if args.quick else (args.reps, args.warmup)
 
     out: dict[str, Any] = {
-        "machine": {
-            "cpu_cores": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0,
-        },
+        "machine": machine_info(
+            gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0
+        ),
         "cpu": [],
         "gpu": [],
     }
@@ -325,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:8} {args.chunks:>2} {t['original_1_thread']:>11.1f} "
             f"{t[f'original_{args.cores}_threads']:>10.1f} {t['parareal']:>10.1f} "
-            f"{_fmt_ratio(r, 'speedup_vs_1_thread'):>20} "
-            f"{_fmt_ratio(r, 'speedup_vs_all_cores'):>20} "
+            f"{_ratio_text(r, 'speedup_vs_1_thread'):>20} "
+            f"{_ratio_text(r, 'speedup_vs_all_cores'):>20} "
             f"{r['ideal_speedup']:>5.2f}x {r['overlap_gain']:>7.2f}x "
             f"{100 * r['coarse_param_overhead']:>13.1f}%  "
             f"{r['cut_points']} ({r['balance']})"
@@ -337,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in out["cpu_pooled"]:
             print(
                 f"{r['config']:8} {r['rounds']:>3} rounds  vs 1 thr "
-                f"{_fmt_ratio(r, 'speedup_vs_1_thread')}  vs all "
-                f"{_fmt_ratio(r, 'speedup_vs_all_cores')}  share of rounds >= 1.6x vs 1 thr: "
+                f"{_ratio_text(r, 'speedup_vs_1_thread')}  vs all "
+                f"{_ratio_text(r, 'speedup_vs_all_cores')}  share of rounds >= 1.6x vs 1 thr: "
                 f"{r['share_at_least_1.6x']:.0%}"
             )
     if torch.cuda.is_available() and not args.no_gpu:
@@ -354,11 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{sum(r['memory_parareal_bytes']) / 2**20:.0f} "
                     f"(+{100 * r['memory_overhead']:.0f}%)"
                 )
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
     return 0
 
 

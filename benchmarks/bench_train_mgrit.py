@@ -14,15 +14,14 @@ at 12.8K steps (V-cycles).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from threadpoolctl import threadpool_limits
 
+from common import write_json  # this directory is on sys.path
 from torchpint.core import iteration_cost, potential_speedup
 from torchpint.testing import spawn_gloo
 from torchpint.training import make_task, serial_train, train_mgrit
@@ -119,15 +118,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['model_speedup']:>14.3f} {r['model_wall']:>13.2f} {mw:>16} {ms:>17}")
     for procs, r in runs.items():
         print(f"P={procs}: max |w_mgrit - w_serial| = {r['max_weight_diff_vs_serial']:.2e}")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(
+    write_json(args.json, dict(
         problem=args.problem, steps=n, settings={k: v for k, v in kw.items()},
         serial_seconds=ser.seconds, step_seconds=c_step, solver_step_seconds=solver_step_cost,
         iterations=its, levels=grid.num_levels, rows=rows,
         runs={p_: {k: v for k, v in r.items() if k != "weights"} for p_, r in runs.items()},
-    ), indent=1, default=str))
-    print(f"JSON: {out}")
+    ), indent=1, default=str)
     return 0
 
 

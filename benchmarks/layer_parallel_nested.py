@@ -17,19 +17,19 @@ the coarse start beat fine-short (the same fine epochs without it)?
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
+
+from common import mean_std, write_json  # this directory is on sys.path
 
 IMAGE = 16
 
 
 def _train(net: Any, data: Any, epochs: int, seed: int) -> tuple[float, float]:
-    from torchpint.parareal.train import TrainConfig, fit
+    from torchpint.trainer import FitConfig, fit
 
-    cfg = TrainConfig(epochs=epochs, lr=0.05, momentum=0.9, seed=seed)
+    cfg = FitConfig(epochs=epochs, lr=0.05, momentum=0.9, seed=seed)
     res = fit(net, data.train, data.test, cfg, progress=False, log=None)
     return res.test_accuracy, sum(h.epoch_time_s for h in res.history)
 
@@ -83,15 +83,11 @@ def main() -> None:
             rs = [r for (dd, _, vv), r in zip(cells, results, strict=True) if (dd, vv) == (d, v)]
             acc = [r["test_accuracy"] for r in rs]
             secs = [r["train_s"] for r in rs]
-            sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+            mean, sd = mean_std(acc)
             table[d][v] = {"accuracy": acc, "train_s": secs, "runs": rs}
-            print(f"{d:>8} {v:>11} {statistics.fmean(acc):>8.2f} ({sd:.2f}) "
+            print(f"{d:>8} {v:>11} {mean:>8.2f} ({sd:.2f}) "
                   f"{statistics.fmean(secs):>10.1f} s")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "table": table}, f, indent=1)
-        print(f"wrote {args.json}")
+    write_json(args.json, {"args": vars(args), "table": table}, indent=1)
 
 
 if __name__ == "__main__":

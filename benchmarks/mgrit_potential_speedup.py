@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from mgrit_training_tables import PAPER_ADDER
+from common import PAPER_ADDER, write_json  # this directory is on sys.path
 from torchpint.core import potential_speedup
 from torchpint.core.grid import Grid
 from torchpint.training.config import solver_options
@@ -58,9 +58,7 @@ def main() -> None:
                     else f"{r['speedup_ours']:.2f} [{r['ours']:g}]")
             print(f"  N={r['steps']:>6}  ours {ours:>14}   paper "
                   f"{r['speedup_paper']:.2f} [{r['paper']}]")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-        print(f"wrote {args.json}")
+    write_json(args.json, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,13 @@ from typing import Any
 
 import torch
 
-from mgrit_training_tables import (  # this directory is on sys.path
+from common import (  # this directory is on sys.path
     ADDER_STEPS,
+    RESULTS,
     XOR_STEPS,
-    _cell,
-    _cell_text,
+    cell_text,
+    table_cell,
+    write_json,
 )
 from torchpint.training import TrainingProblem, make_task
 from torchpint.training.rules import DATA_RULES
@@ -67,8 +69,8 @@ def _counts(table: dict[str, Any] | None, problem: str, lr: float, seed: int, n:
     if table is None:
         return ""
     return "/".join(
-        _cell_text([r for r in _cell(table["records"], problem, f"{solver} a={lr}", n)
-                    if r["seed"] == seed], table["meta"]["max_iter"])
+        cell_text([r for r in table_cell(table["records"], problem, f"{solver} a={lr}", n)
+                   if r["seed"] == seed], table["meta"]["max_iter"])
         for solver in _SOLVERS)
 
 
@@ -136,8 +138,7 @@ def main() -> int:
     cols = [n for n in args.columns or _COLUMNS[args.problem]
             if args.steps is None or n <= args.steps]
     steps = args.steps or cols[-1]
-    table_path = Path(args.table or Path(__file__).parent / "results" /
-                      f"mgrit_training_tables_{args.problem}.json")
+    table_path = Path(args.table or RESULTS / f"mgrit_training_tables_{args.problem}.json")
     # the stored adder table is the uniform variant's, the only one named by rate alone
     stored = args.problem != "adder" or args.adder_variant == "uniform"
     table = (json.loads(table_path.read_text())
@@ -165,14 +166,12 @@ def main() -> int:
             rows.append(dict(seed=seed, lr=rate, log10_growth=g))
             _print_row(args.problem, seed, rate, [g[n - 1] for n in cols], table, cols)
     print(f"wall {time.perf_counter() - t0:.0f}s")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(
-            {"args": vars(args), "columns": cols,
-             "rows": [dict(r, at_columns=[round(r["log10_growth"][n - 1], 3) for n in cols],
-                           log10_growth=[round(v, 3) for v in
-                                         r["log10_growth"][::max(1, steps // 2000)]])
-                      for r in rows]}, indent=1))
+    write_json(args.json,
+               {"args": vars(args), "columns": cols,
+                "rows": [dict(r, at_columns=[round(r["log10_growth"][n - 1], 3) for n in cols],
+                              log10_growth=[round(v, 3) for v in
+                                            r["log10_growth"][::max(1, steps // 2000)]])
+                         for r in rows]}, indent=1)
     if args.plot:
         _plot(args.plot, rows)
     return 0

@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import json
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from common import write_json  # this directory is on sys.path
 from torchpint.core import MGRIT, DivergenceError
 from torchpint.training import TrainingProblem, make_task
 from torchpint.training.config import default_tol, solver_options
@@ -134,9 +133,7 @@ def main() -> int:
         cells = " ".join(f"{row['iterations'][format(a, 'g')]:>9s}" for a in args.lr_max)
         print(f"{seed:4d} {peak:9.3f} {where:7d} {2 / peak:9.2f} {cells}", flush=True)
     print(f"wall {time.perf_counter() - t0:.0f}s")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    write_json(args.json, {"args": vars(args), "rows": rows}, indent=1)
     return 0
 
 

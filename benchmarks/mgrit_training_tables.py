@@ -25,14 +25,21 @@ import json
 import math
 import multiprocessing as mp
 import re
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-XOR_STEPS = [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600]
-ADDER_STEPS = [40, 100, 200, 400, 800, 1600, 3200, 6400, 12800]
+from common import (  # this directory is on sys.path
+    ADDER_STEPS,
+    PAPER_ADDER,
+    PAPER_FULL,
+    PAPER_LONG,
+    XOR_STEPS,
+    cell_text,
+    table_cell,
+    write_json,
+)
 
 # name -> settings and the published counts (Schroder 2017, via ALGORITHMS.md); None = 50+.
 XOR_VARIANTS: dict[str, dict[str, Any]] = {
@@ -80,47 +87,8 @@ ADDER_VARIANTS: dict[str, dict[str, Any]] = {
     for solver in ("two-level", "V", "F")
 }
 
-# The paper's adder Tables 8-16 on Trask's adder (``variant="trask"``); N as published.
-PAPER_FULL = [40, 80, 160, 320, 640, 1280]
-PAPER_LONG = [100, 200, 400, 800, 1600, 3200, 6400, 12800]
-PAPER_ADDER: dict[str, dict[str, Any]] = {
-    "T8 naive two-level a=0.1": dict(
-        solver="two-level", lr=0.1, lr_rule="naive", lr_max=math.inf, data="full",
-        steps=PAPER_FULL, paper=[9, 13, 19, 36, 48, 50]),
-    "T9 Solver1 two-level a=0.1": dict(
-        solver="two-level", lr=0.1, lr_rule="geometric", lr_max=0.2, data="full",
-        steps=PAPER_FULL, paper=[9, 50, 50, 50, 50, 50]),
-    "T10 naive two-level a=0.025": dict(
-        solver="two-level", lr=0.025, lr_rule="naive", lr_max=math.inf, data="full",
-        steps=PAPER_FULL, paper=[8, 12, 17, 23, 31, 43]),
-    "T11 Solver1 two-level a=0.025": dict(
-        solver="two-level", lr=0.025, lr_rule="geometric", lr_max=0.2, data="full",
-        steps=PAPER_FULL, paper=[5, 7, 11, 16, 25, 37]),
-    "T12 Solver1 two-level a=0.025 50 pairs": dict(
-        solver="two-level", lr=0.025, lr_rule="geometric", lr_max=0.2, data="full",
-        pairs=50, steps=PAPER_LONG, paper=[4, 5, 7, 11, 14, 13, 14, 14]),
-    # Readings of the full batch, to find why Table 11 differs (Solver 1, a=0.025):
-    # Trask's minibatches of 10 pairs (one per step, in turn), and the loss averaged over
-    # the 500 pairs instead of summed (the same as every rate divided by 500).
-    "(reading) T11 minibatch 10": dict(
-        solver="two-level", lr=0.025, lr_rule="geometric", lr_max=0.2, data="minibatch",
-        batch_size=10, steps=PAPER_FULL, paper=None),
-    "(reading) T11 mean loss": dict(
-        solver="two-level", lr=0.025 / 500, lr_rule="geometric", lr_max=0.2 / 500,
-        data="full", steps=PAPER_FULL, paper=None),
-    "T13 Solver2 two-level a=0.025": dict(
-        solver="two-level", lr=0.025, lr_rule="geometric", lr_max=0.2, data="serial",
-        steps=PAPER_LONG, paper=None),
-    "T14 Solver2 F a=0.025": dict(
-        solver="F", lr=0.025, lr_rule="geometric", lr_max=0.2, data="serial",
-        steps=PAPER_LONG, paper=[4, 4, 5, 5, 6, 6, 8, 13]),
-    "T15 Solver2 V a=0.025": dict(
-        solver="V", lr=0.025, lr_rule="geometric", lr_max=0.2, data="serial",
-        steps=PAPER_LONG, paper=[4, 5, 6, 7, 8, 9, 11, 20]),
-    "T16 Solver2 F a=0.025 g=1.25": dict(
-        solver="F", lr=0.025, lr_rule="geometric", lr_growth=1.25, lr_max=0.2,
-        data="serial", steps=PAPER_LONG, paper=[4, 4, 4, 5, 6, 6, 7, 10]),
-}
+# the paper's adder Tables 8-16 (PAPER_ADDER) are in common.py: mgrit_potential_speedup.py
+# reads them too
 PROBLEMS = {"xor": (XOR_VARIANTS, XOR_STEPS), "adder": (ADDER_VARIANTS, ADDER_STEPS),
             "adder-paper": (PAPER_ADDER, sorted({*PAPER_FULL, *PAPER_LONG}))}
 
@@ -180,36 +148,6 @@ def run_cell(job: tuple[str, str, dict[str, Any], int, int, int, str | None]) ->
     return rec
 
 
-def _cell(records: list[dict[str, Any]], problem: str, variant: str,
-          n: int) -> list[dict[str, Any]]:
-    """The records of one table cell: every seed's run of ``variant`` at ``N = n``."""
-    return [r for r in records
-            if r["problem"] == problem and r["variant"] == variant and r["steps"] == n]
-
-
-def _cell_text(recs: list[dict[str, Any]], max_iter: int) -> str:
-    if not recs:
-        return "-"
-    vals = []
-    for r in recs:
-        if r.get("diverged"):
-            vals.append(math.inf)
-        elif not r["converged"]:
-            vals.append(float(max_iter + 1))
-        else:
-            vals.append(float(r["iterations"]))
-
-    def fmt(v: float) -> str:
-        if v == math.inf:
-            return "div"
-        return f"{max_iter}+" if v > max_iter else str(int(v))
-
-    med = statistics.median_low(vals)
-    if min(vals) == max(vals):
-        return fmt(med)
-    return f"{fmt(med)} [{fmt(min(vals))}-{fmt(max(vals))}]"
-
-
 def format_table(records: list[dict[str, Any]], problem: str, variants: dict[str, Any],
                  steps: list[int], max_iter: int) -> str:
     """Rows: each variant (ours: median [min-max] over seeds) and its published counts."""
@@ -218,7 +156,7 @@ def format_table(records: list[dict[str, Any]], problem: str, variants: dict[str
     lines = [f"{problem}: MGRIT iterations to ||r|| <= 1e-9 sqrt(N) (max {max_iter})", head,
              "-" * len(head)]
     for name, cfg in variants.items():
-        cells = [_cell_text(_cell(records, problem, name, n), max_iter)
+        cells = [cell_text(table_cell(records, problem, name, n), max_iter)
                  if n in cfg.get("steps", steps) else "-" for n in steps]
         lines.append(f"{name} (ours)".ljust(width) + "".join(f"{c:>14}" for c in cells))
         if cfg.get("paper"):
@@ -246,7 +184,7 @@ def plot_histories(records: list[dict[str, Any]], problem: str, variants: dict[s
     colours = plt.cm.viridis([k / max(1, len(steps) - 1) for k in range(len(steps))])
     for ax, name in zip(axes.flat, variants, strict=False):
         for n, colour in zip(steps, colours, strict=True):
-            rec = next((r for r in _cell(records, problem, name, n)
+            rec = next((r for r in table_cell(records, problem, name, n)
                         if r["seed"] == seed and r.get("residuals")), None)
             if rec is None:
                 continue
@@ -336,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"seeds": sorted({r["seed"] for r in records}), "max_iter": args.max_iter,
                 "wall_seconds": wall(),
                 "cpu_seconds": sum(r["seconds"] for r in records)}
-        out.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
+        write_json(out, {"meta": meta, "records": records}, indent=1, quiet=True)
 
     if jobs:
         print(f"{len(jobs)} solves on {args.jobs} worker(s)", file=sys.stderr)

@@ -19,17 +19,16 @@ def handlers():
 
 def test_inside_a_loop_a_signal_waits_for_the_boundary(handlers):
     seen = []
-    with pytest.raises(signals.Interrupted) as err:  # noqa: PT012
-        with signals.boundaries() as outer:
-            assert outer
-            for i in range(5):
-                if i == 2:
-                    os.kill(os.getpid(), signal.SIGTERM)
-                seen.append(i)  # the rest of the step still runs
-                sig = signals.poll()
-                if sig:
-                    signals.clear()
-                    raise signals.Interrupted(sig, f"step {i}", "c.pt")
+    with pytest.raises(signals.Interrupted) as err, signals.boundaries() as outer:  # noqa: PT012
+        assert outer
+        for i in range(5):
+            if i == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            seen.append(i)  # the rest of the step still runs
+            sig = signals.poll()
+            if sig:
+                signals.clear()
+                raise signals.Interrupted(sig, f"step {i}", "c.pt")
     assert seen == [0, 1, 2]
     assert err.value.exit_code == 143 and "SIGTERM at step 2" in str(err.value)
     assert "checkpoint at c.pt" in str(err.value)

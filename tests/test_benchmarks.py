@@ -1,0 +1,167 @@
+"""The rules of benchmarks/: short files, shared code through public names, working ``--help``.
+
+A benchmark is a script (it has ``if __name__ == "__main__"``); the other modules there
+(``common.py`` and the like) are helpers the scripts import. No file is over 800 lines;
+no module imports an underscore name from another benchmark module or from torchpint
+(what is shared has a public name, e.g. in ``common.py``); every script's ``--help``
+prints its usage (in this process, where torch is imported once; two scripts also as
+real subprocesses, the way they are run).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+FILES = sorted(BENCH.glob("*.py"))
+MODULES = {p.stem for p in FILES}
+MAX_LINES = 800
+
+
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _is_script(tree: ast.Module) -> bool:
+    """Whether the module has an ``if __name__ == "__main__":`` block."""
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare):
+            left = node.test.left
+            if isinstance(left, ast.Name) and left.id == "__name__":
+                return True
+    return False
+
+
+SCRIPTS = [p for p in FILES if _is_script(_tree(p))]
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _ours(module: str) -> bool:
+    """A benchmark module or torchpint: the code whose private names are off limits."""
+    root = module.split(".")[0]
+    return root in MODULES or root == "torchpint"
+
+
+def private_imports(tree: ast.Module) -> list[str]:
+    """``module.name`` of every underscore name the module takes from another benchmark
+    module or from torchpint: ``from m import _x``, ``import m._x`` and ``m._x`` (also on
+    an alias ``import m as a``)."""
+    aliases: dict[str, str] = {}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and _ours(node.module):
+            found += [f"{node.module}.{a.name}" for a in node.names if _private(a.name)]
+            found += [node.module] if any(map(_private, node.module.split("."))) else []
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if _ours(a.name):
+                    aliases[a.asname or a.name.split(".")[0]] = a.name
+                    found += [a.name] if any(map(_private, a.name.split("."))) else []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in aliases:
+                found.append(f"{ast.unparse(node.value)}.{node.attr}")
+    return found
+
+
+def test_the_scripts_are_found():
+    assert {"bench_parareal", "bench_parareal_vs", "mgrit_training_tables"} <= {
+        p.stem for p in SCRIPTS
+    }
+    assert "common" not in {p.stem for p in SCRIPTS}
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_no_file_over_800_lines(path):
+    n = len(path.read_text().splitlines())
+    assert n <= MAX_LINES, f"{path.name} has {n} lines (at most {MAX_LINES}): split it"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_no_private_names_of_other_modules(path):
+    bad = private_imports(_tree(path))
+    assert not bad, (
+        f"{path.name} uses private names {bad}: give them a public name where they belong "
+        "(benchmarks/common.py for what benchmarks share)"
+    )
+
+
+def test_the_check_can_fail():
+    tree = ast.parse(
+        "from bench_parareal import CONFIGS, _batch\n"
+        "import torchpint.parareal.costs as c\n"
+        "c._n_params(None)\n"
+        "from torchpint.cli._common import x\n"
+        "from json import _default_decoder\n"
+    )
+    assert private_imports(tree) == [
+        "bench_parareal._batch",
+        "torchpint.cli._common",
+        "c._n_params",
+    ]
+
+
+def test_helpers_are_used():
+    """Every helper module (not a script) is imported by some benchmark."""
+    imported = set()
+    for path in FILES:
+        for node in ast.walk(_tree(path)):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+    unused = sorted(p.stem for p in FILES if p not in SCRIPTS and p.stem not in imported)
+    assert not unused, f"helper modules no benchmark imports: {unused}"
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def test_help(path, monkeypatch, capsys):
+    """``main`` of the script with ``--help`` prints its usage and exits 0 (imported here,
+    under a name of its own, with benchmarks/ on sys.path as when it is run)."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.setattr(sys, "argv", [str(path), "--help"])
+    spec = importlib.util.spec_from_file_location(f"_bench_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    before = set(sys.modules)
+    try:
+        spec.loader.exec_module(mod)
+        with pytest.raises(SystemExit) as exit_:
+            mod.main()
+    finally:  # the benchmarks' own modules (common, ...) leave with the test
+        for name in set(sys.modules) - before:
+            if name in MODULES:
+                del sys.modules[name]
+    assert exit_.value.code in (0, None)
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_help_as_scripts():
+    """Two scripts run as the README runs them (a fresh interpreter, in parallel)."""
+    names = ("bench_parareal_vs.py", "mgrit_training_tables.py")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(BENCH / n), "--help"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in names
+    ]
+    for n, p in zip(names, procs, strict=True):
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, f"{n} --help failed:\n{err}"
+        assert out.startswith("usage:"), out[:200]
