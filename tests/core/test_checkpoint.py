@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from torchpint.core import MGRIT, CheckpointError, CheckpointMismatchError, FunctionProblem
-from torchpint.core.checkpoint import fingerprint_diff, load_checkpoint, tensor_digest
 from torchpint.problems import AllenCahn, Dahlquist, Heat1D
+from torchpint.runtime.checkpoint import fingerprint_diff, load_checkpoint, tensor_digest
 from torchpint.testing import spawn_gloo
 
 

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -186,9 +188,10 @@ class _Bad(Problem):
     ("dtype", "dtype torch.float32"),
     ("inplace", "in place"),
 ])
-def test_step_contract_is_checked_at_construction(kind, msg):
+def test_step_contract_is_checked_at_the_first_solve(kind, msg):
+    solver = MGRIT(_Bad(kind))  # the constructor runs none of the user's steps
     with pytest.raises(ValueError, match=msg):
-        MGRIT(_Bad(kind))
+        solver.solve()
 
 
 @pytest.mark.parametrize("kind, msg", [
@@ -197,7 +200,7 @@ def test_step_contract_is_checked_at_construction(kind, msg):
     ("later-dtype", r"step 3 of level 1\) returned shape \(3,\), dtype torch.float32"),
 ])
 def test_a_step_that_changes_shape_later_is_named(kind, msg):
-    """Only index 0 is checked at construction; a later step's wrong shape or dtype is a
+    """Only index 0 is checked at the first solve; a later step's wrong shape or dtype is a
     ValueError naming the level, the index and the shapes, not a broadcasting error."""
     solver = MGRIT(_Bad(kind))
     with pytest.raises(ValueError, match=msg):
@@ -288,3 +291,127 @@ def test_warm_start_restarts_from_the_previous_solution():
     assert _close(warm_nearby.u, cold_nearby.u, 1e-9)
     with pytest.raises(ValueError, match="not both"):
         solver.solve(initial=cold.u, warm_start=True)
+
+
+class _Counting(Problem):
+    """0.5 u per step, counting the steps taken."""
+
+    def __init__(self, nt=16):
+        super().__init__(nt)
+        self.calls = 0
+
+    def initial_state(self):
+        return torch.ones(2, dtype=torch.float64)
+
+    def step(self, u, i, level):
+        self.calls += 1
+        return 0.5 * u
+
+
+def test_the_constructor_runs_no_step_and_the_first_solve_checks_once():
+    p = _Counting()
+    solver = MGRIT(p, max_iter=1)
+    assert p.calls == 0
+    solver.solve()
+    first = p.calls
+    solver.solve()
+    assert p.calls - first == first - solver.grid.num_levels  # the check ran only once
+
+
+def test_a_failed_step_check_is_repeated_by_the_next_solve():
+    p = _Bad("inplace")
+    solver = MGRIT(p)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="modified its input in place"):
+            solver.solve()
+
+
+# -- a fixed number of iterations ---------------------------------------------------------
+def _noisy_coarse_problem():
+    """Bounded states (|u| < 3 x 10), a residual that jumps up: see the growth test."""
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(400, dtype=torch.float64, generator=g)
+    fine = lambda u, i: 0.9 * u  # noqa: E731
+    coarse = lambda u, i: torch.tanh(5 * u) + noise[i]  # noqa: E731
+    return FunctionProblem(torch.tensor([10.0], dtype=torch.float64), [fine, coarse], nt=400)
+
+
+@pytest.mark.parametrize("kw", [dict(cycle="V", relax="F"), dict(cycle="F"),
+                                dict(relax=("F", "FCF"), levels=3)])
+def test_fixed_iterations_equal_the_tiny_tolerance_they_replace(kw):
+    """``iterations=k`` is what ``tol=1e-300, max_iter=k`` did, bit for bit."""
+    p = AllenCahn(nt=64, nx=17)
+    old = MGRIT(p, tol=1e-300, max_iter=3, divergence_factor=math.inf, **kw).solve()
+    new = MGRIT(p, iterations=3, divergence_factor=math.inf, **kw).solve()
+    assert new.residuals == old.residuals and torch.equal(new.u, old.u)
+    assert new.step_counts == old.step_counts
+    assert new.iterations == 3 and new.fixed_iterations == 3 and new.converged is None
+    assert old.fixed_iterations is None and old.converged is False
+    d = new.to_dict()
+    assert d["fixed_iterations"] == 3 and d["converged"] is None
+
+
+def test_fixed_iterations_run_past_a_zero_residual():
+    """No convergence test: an exactly zero residual does not stop the solve."""
+    p = FunctionProblem(torch.ones(2, dtype=torch.float64), [lambda u, i: 0 * u], nt=32)
+    assert MGRIT(p, tol=1e-300, max_iter=4).solve().iterations == 1
+    res = MGRIT(p, iterations=4).solve()
+    assert res.iterations == 4 and res.residuals == [0.0] * 4
+    assert torch.equal(res.u, serial_solve(p))
+
+
+def test_fixed_iterations_skip_the_growth_test_but_not_nan():
+    p = _noisy_coarse_problem()
+    with pytest.raises(DivergenceError, match="residual grew"):
+        MGRIT(p, levels=2, tol=1e-300, max_iter=8, divergence_factor=3).solve()
+    res = MGRIT(p, levels=2, iterations=8, divergence_factor=3).solve()
+    assert res.iterations == 8 and max(res.residuals) > 3 * min(res.residuals)
+    with pytest.raises(DivergenceError, match=r"iteration 1.*non-finite .* first on level 2"):
+        MGRIT(_Bad("nan"), iterations=10).solve()
+    with pytest.raises(DivergenceError, match="non-finite"):
+        MGRIT(_Bad("nan"), iterations=10, divergence_factor=math.inf).solve()
+
+
+@pytest.mark.parametrize("kw, named", [
+    (dict(tol=1e-6), "tol=1e-06 was given"),
+    (dict(max_iter=5), "max_iter=5 was given"),
+    (dict(tol=1e-6, max_iter=5), "tol=1e-06 and max_iter=5 were given"),
+])
+def test_fixed_iterations_exclude_tol_and_max_iter(kw, named):
+    with pytest.raises(ValueError, match=rf"iterations=3 .*{named}.*tol and max_iter"):
+        MGRIT(Dahlquist(nt=16), iterations=3, **kw)
+    with pytest.raises(ValueError, match="iterations=3"):
+        Parareal(Dahlquist(nt=16), 4, iterations=3, **kw)
+
+
+@pytest.mark.parametrize("k", [0, 2.5, float("nan"), -1])
+def test_fixed_iterations_must_be_a_positive_integer(k):
+    with pytest.raises(ValueError, match="iterations must be an integer >= 1"):
+        MGRIT(Dahlquist(nt=16), iterations=k)
+
+
+def test_parareal_with_fixed_iterations_is_classic_parareal():
+    p = Heat1D(nt=40, nx=9)
+    chunks, m = 5, 8
+
+    def fine(u, j):
+        for i in range(m):
+            u = p.step(u, j * m + i, 0)
+        return u
+
+    res = Parareal(p, chunks, iterations=2).solve()
+    ref = _classic_parareal(p.initial_state(), fine, lambda u, j: p.step(u, j, 1), chunks, 2)
+    assert res.iterations == 2 and res.converged is None and _close(res.u[::m], ref, 1e-12)
+
+
+def test_fixed_iterations_checkpoint_at_the_end_and_resume_to_a_larger_count(tmp_path):
+    p = AllenCahn(nt=64, nx=17)
+    full = MGRIT(p, iterations=5).solve()
+    ckpt = tmp_path / "fixed.pt"
+    part = MGRIT(p, iterations=3).solve(checkpoint=ckpt, checkpoint_every=2)
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 3  # the last one is saved
+    rest = MGRIT(p, iterations=5).solve(checkpoint=ckpt, resume=True)
+    assert rest.residuals[:3] == part.residuals and rest.iterations == 5
+    assert rest.residuals == full.residuals and torch.equal(rest.u, full.u)
+    again = MGRIT(p, iterations=5).solve(checkpoint=ckpt, resume=True)
+    assert again.iterations == 5 and torch.equal(again.u, full.u)  # nothing left to do

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from torchpint.core import MGRIT, PeerClosedError, RankTimeoutError
-from torchpint.core.distributed import is_peer_closed, peer_failure
 from torchpint.problems import AllenCahn, Heat1D
+from torchpint.runtime.comm import is_peer_closed, peer_failure
 from torchpint.testing import spawn_gloo
 
 CASES = [
@@ -98,3 +98,66 @@ def test_peer_failure_messages(text, closed):
         assert "rank 1 closed the connection (it exited or crashed" in str(err)
     else:
         assert "did not complete within 20 s" in str(err)
+
+
+def _collectives(rank, world):
+    """The in-place collectives, the gather to one rank (forward and mirrored ranks), and
+    the timeouts a communicator takes from the group it is handed."""
+    import torch.distributed as dist
+
+    from torchpint.runtime.comm import Comm, GroupComm, group_timeout, new_group
+
+    comm, back = GroupComm(None, 30.0), GroupComm(None, 30.0, reverse=True)
+    buf = torch.full((3,), float(rank + 1))
+    assert comm.all_reduce_(buf, "sum", "a buffer") is buf  # in place, no copy
+    assert buf.tolist() == [world * (world + 1) / 2] * 3
+    t = torch.arange(4.0)[::2] * (rank + 1)  # not contiguous: reduced through a copy
+    assert comm.all_reduce_(t, "max", "a view").tolist() == [0.0, 2.0 * world]
+    b = torch.full((2,), float(rank))
+    assert comm.broadcast_(b, 1, "rank 1's values") is b and b.tolist() == [1.0, 1.0]
+    shards = {"rank": rank, "layers": list(range(rank + 1))}  # of different sizes
+    got = comm.gather_object(shards, 0, "the shards")
+    assert got == ([{"rank": r, "layers": list(range(r + 1))} for r in range(world)]
+                   if rank == 0 else None)
+    mirrored = back.gather_object(back.rank, 0, "mirrored ranks")  # on world rank world-1
+    assert mirrored == (list(range(world)) if back.rank == 0 else None)
+    assert Comm().gather_object("x", 0, "one") == ["x"]
+    one = torch.ones(2)
+    assert Comm().all_reduce_(one, "sum", "x") is one and Comm().broadcast_(one, 0, "x") is one
+    sub = new_group(list(range(world)), 7.0)
+    assert group_timeout(sub) == 7.0 and GroupComm(sub).timeout.total_seconds() == 7.0
+    assert group_timeout(None, default=12.0) == 12.0  # spawn_gloo's world: not recorded
+    assert GroupComm(None).timeout.total_seconds() == 300.0
+    dist.barrier()
+    return True
+
+
+def test_in_place_collectives_and_gather_to_one_rank():
+    assert spawn_gloo(_collectives, 3) == [True] * 3
+
+
+def test_a_peer_missing_at_the_rendezvous_is_a_typed_error():
+    """A store that times out (a peer never came) or whose host went away is a typed peer
+    failure; a network error of this rank's own (a port in use) is not."""
+    import torch.distributed as dist
+
+    from torchpint.runtime.comm import PeerError, _joining
+
+    def boom(err):
+        def start():
+            raise err
+        return start
+
+    with pytest.raises(RankTimeoutError, match="joining the process group did not complete "
+                                                "within 5 s"):
+        _joining(boom(dist.DistStoreError("Timed out after 6 seconds waiting for clients. "
+                                          "1/2 clients joined.")), "joining the process group",
+                 5.0, 0)
+    with pytest.raises(PeerClosedError):
+        _joining(boom(dist.DistNetworkError("Failed to recv, got 0 bytes. Connection was "
+                                            "likely closed.")), "creating a group", 5.0, 1)
+    with pytest.raises(dist.DistNetworkError) as err:
+        _joining(boom(dist.DistNetworkError("The server socket has failed to listen on any "
+                                            "local network address. port: 29500, useIpv6: "
+                                            "false, code: -98, name: EADDRINUSE")), "x", 5.0, 0)
+    assert not isinstance(err.value, PeerError)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from torchpint.cli._common import check_outputs
+from torchpint.cli._common import check_outputs, write_json
 from torchpint.cli._plots import plot_residuals
 from torchpint.core import MGRIT, serial_solve
 from torchpint.problems import Heat1D
@@ -60,13 +60,28 @@ def _subcommand(name: str, argv: list[str], out: Path) -> dict[str, Any]:
     rc = main([name, *argv, "--json", str(out / f"{name}.json"),
                "--plot", str(out / f"{name}.png")])
     if rc != 0:
-        raise SystemExit(f"torchpint {name} failed with exit code {rc}")
+        raise _PartFailed(rc)
     with open(out / f"{name}.json") as f:
         return json.load(f)
 
 
+class _PartFailed(Exception):
+    """A part of the demo failed; it printed its own line, the demo exits with its code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 def run(args: argparse.Namespace) -> int:
-    """The three parts in order; every output under ``--out``."""
+    """The three parts in order; every output under ``--out``; a failed part's exit code."""
+    try:
+        return _run_parts(args)
+    except _PartFailed as failed:
+        return failed.code
+
+
+def _run_parts(args: argparse.Namespace) -> int:
     check_outputs(args)
     out = Path(args.out)
     torch.manual_seed(0)
@@ -81,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
     epochs = ["--epochs", "1"] if args.quick else []
     summary["train_parareal_digits"] = _subcommand(
         "train-parareal", ["--chunks", "2", "--baseline", "--no-progress", *epochs], out)
-    with open(out / "summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json(out / "summary.json", summary)
     print(f"plots and summary.json written to {out}/")
     return 0

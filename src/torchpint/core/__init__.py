@@ -3,14 +3,21 @@
 It knows nothing of neural networks: a problem is a sequence of propagators on a time
 grid (:class:`Problem`), and :class:`MGRIT` / :class:`Parareal` solve it, serially or
 over a ``torch.distributed`` group.
+
+Modules: ``grid`` (levels, C/F points, slabs), ``problem`` (the contract and its one
+step check), ``mgrit`` (settings and the solve loop: XBraid's drive.c), ``cycle``
+(relaxation, restriction, correction, cycles: relax.c, restrict.c, interp.c),
+``schedule`` (early-posted receives: communication.c), ``residual`` (the residual and
+the divergence checks: residual.c), ``resume`` (checkpoint state, fingerprint, resume,
+re-slab), ``history`` (results, cost model).
 """
 
-from torchpint.core.checkpoint import CheckpointError, CheckpointMismatchError
-from torchpint.core.distributed import PeerClosedError, RankTimeoutError, init_distributed
 from torchpint.core.grid import Grid
 from torchpint.core.history import DivergenceError, MGRITResult, iteration_cost, potential_speedup
 from torchpint.core.mgrit import MGRIT, Parareal
 from torchpint.core.problem import FunctionProblem, Problem, serial_solve
+from torchpint.runtime.checkpoint import CheckpointError, CheckpointMismatchError
+from torchpint.runtime.comm import PeerClosedError, RankTimeoutError, init_distributed
 
 __all__ = [
     "MGRIT",

@@ -24,20 +24,26 @@ class MGRITResult:
     fine indices, ``ghost`` the point just before them (``None`` on the rank that owns
     point 0), ``final`` the state at the last point on every rank. ``residuals[k]``
     is the residual 2-norm after iteration ``k + 1``.
+
+    ``converged`` says whether the residual met the tolerance; it is ``None`` when no
+    convergence test ran: a solve of a fixed number of iterations (``MGRIT(...,
+    iterations=k)``), whose ``fixed_iterations`` is that k (``None`` otherwise).
     """
 
     u: torch.Tensor
     points: range
     final: torch.Tensor
     residuals: list[float]
-    converged: bool
+    converged: bool | None
     grid: Grid
     timings: dict[str, Any] = field(default_factory=dict)
     step_counts: list[int] = field(default_factory=list)
     ghost: torch.Tensor | None = None
+    fixed_iterations: int | None = None
 
     @property
     def iterations(self) -> int:
+        """Iterations done (a resumed solve counts those before the checkpoint too)."""
         return len(self.residuals)
 
     @property
@@ -51,6 +57,7 @@ class MGRITResult:
         return {
             "iterations": self.iterations,
             "converged": self.converged,
+            "fixed_iterations": self.fixed_iterations,
             "residuals": list(self.residuals),
             "conv_factors": [None if math.isnan(c) else c for c in self.conv_factors],
             "levels": self.grid.num_levels,

@@ -27,7 +27,9 @@ class Problem(ABC):
 
     Subclasses give :meth:`initial_state` and :meth:`step`. ``step`` must be a pure
     function of ``(u, i, level)``: it must not modify ``u`` in place and must return a
-    tensor of the same shape, dtype and device (the solver checks this once per level).
+    tensor of the same shape, dtype and device (the solvers check this once per level at
+    their first solve, :func:`serial_solve` at its first step, and
+    :func:`torchpint.testing.check_problem` all of a problem's rules).
 
     Args:
         nt: number of time steps on the finest level (points ``t_0 .. t_nt``).
@@ -159,17 +161,72 @@ def check_step_output(out: Any, u: torch.Tensor, i: int, level: int) -> None:
         )
 
 
+STEP_RULES = ("tensor", "shape", "dtype", "device", "pure")
+"""The rules of :meth:`Problem.step` that :func:`step_faults` checks, in its order."""
+
+
+def step_faults(
+    problem: Problem, u: torch.Tensor, i: int, level: int
+) -> tuple[Any, dict[str, str]]:
+    """Take ``problem.step`` on a copy of ``u``: its output and what it broke, by rule.
+
+    The keys are those of :data:`STEP_RULES` that failed (none: the step kept the
+    contract here), the values the messages. The one implementation of the step checks
+    of :func:`checked_step` (the solvers', :func:`serial_solve`'s) and of
+    :func:`torchpint.testing.check_problem`. It compares values, so it runs once per
+    level, not at every step.
+    """
+    arg = u.clone()
+    out = problem.step(arg, i, level)
+    where = f"problem.step(u, {i}, level={level})"
+    faults: dict[str, str] = {}
+    if not isinstance(out, torch.Tensor):
+        faults["tensor"] = f"{where} returned {type(out).__name__}, not a torch.Tensor"
+    elif out.shape != u.shape or out.dtype != u.dtype or out.device != u.device:
+        like = (
+            f"{where} returned shape {tuple(out.shape)}, dtype {out.dtype}, device "
+            f"{out.device}; the state is shape {tuple(u.shape)}, dtype {u.dtype}, device "
+            f"{u.device}. A step must return a state like its input."
+        )
+        for rule in ("shape", "dtype", "device"):
+            if getattr(out, rule) != getattr(u, rule):
+                faults[rule] = like
+    if not torch.equal(arg, u):
+        faults["pure"] = f"{where} modified its input in place; return a new tensor"
+    return out, faults
+
+
+def checked_step(problem: Problem, u: torch.Tensor, i: int, level: int) -> torch.Tensor:
+    """``problem.step(u, i, level)``, taken on a copy of ``u`` and checked: a tensor like
+    ``u`` (else ``TypeError`` / ``ValueError``), ``u`` left unchanged (else ``ValueError``
+    "modified its input in place"). A step that writes into its input would corrupt the
+    solvers' stored states, so they and :func:`serial_solve` refuse it up front."""
+    out, faults = step_faults(problem, u, i, level)
+    if "tensor" in faults:
+        raise TypeError(faults["tensor"])
+    for rule in STEP_RULES[1:]:
+        if rule in faults:
+            raise ValueError(faults[rule])
+    return out
+
+
 def serial_solve(problem: Problem, level: int = 0) -> torch.Tensor:
     """Sequential time stepping on ``level``: the exact solution of A(u) = g there.
 
     Returns a tensor of shape ``(n + 1, *state.shape)``. Level > 0 needs a bound grid.
+    The first step is checked like the solvers check it (:func:`checked_step`: a step
+    that changes its input in place is refused); every step's output must be a state
+    like its input.
     """
     n = problem.nt if level == 0 else problem.grid.n_steps(level)
     u0 = problem.initial_state()
     out = torch.empty((n + 1, *u0.shape), dtype=u0.dtype, device=u0.device)
     out[0] = u0
     for i in range(n):
-        new = problem.step(out[i], i, level)
-        check_step_output(new, out[i], i, level)
+        if i == 0:
+            new = checked_step(problem, out[0], 0, level)
+        else:
+            new = problem.step(out[i], i, level)
+            check_step_output(new, out[i], i, level)
         out[i + 1] = new
     return out

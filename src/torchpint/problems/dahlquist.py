@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from torchpint.core.problem import Problem
+from torchpint.problems.checks import state_device, state_dtype
 
 _METHODS = ("BE", "FE", "CN")
 
@@ -15,7 +16,9 @@ class Dahlquist(Problem):
     """u' = lam u, u(0) = u0, with backward Euler (BE), forward Euler (FE) or trapezoidal (CN).
 
     Every level uses the same method with its own step size, so the coarse propagator is
-    one step of m^l times the fine step (the usual rediscretization).
+    one step of m^l times the fine step (the usual rediscretization). ``dtype`` must be
+    real floating point (half precision included) and ``device`` one this machine has,
+    else ``ValueError`` at construction, naming the fix.
     """
 
     def __init__(
@@ -32,8 +35,9 @@ class Dahlquist(Problem):
         super().__init__(nt, t_start, t_stop)
         if method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        dtype, dev = state_dtype("Dahlquist", dtype), state_device("Dahlquist", device)
         self.lam, self.method = float(lam), method
-        self._u0 = torch.tensor([float(u0)], dtype=dtype, device=device)
+        self._u0 = torch.tensor([float(u0)], dtype=dtype, device=dev)
 
     def initial_state(self) -> torch.Tensor:
         return self._u0

@@ -8,6 +8,9 @@ from typing import Any
 import torch
 
 from torchpint.core.problem import Problem
+from torchpint.problems.checks import state_device, state_dtype
+
+SOLVE_DTYPES = (torch.float32, torch.float64)  # what torch's LU factorization supports
 
 
 def laplacian_1d(nx: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -27,15 +30,20 @@ class ImplicitDiffusion1D(Problem):
     """Shared part of the 1-D problems: grid, Laplacian, and (I - dt c L) solves.
 
     The LU factorization is cached per step size, so every level (step size m^l dt)
-    costs one triangular solve pair per step.
+    costs one triangular solve pair per step. The solve needs float32 or float64 and a
+    device this machine has: anything else is a ``ValueError`` at construction, naming
+    the fix (not an error inside the solver later).
     """
 
     def __init__(self, nt: int, nx: int, t_start: float, t_stop: float, coef: float,
                  dtype: torch.dtype, device: str | torch.device) -> None:
         super().__init__(nt, t_start, t_stop)
+        owner = type(self).__name__
+        dtype = state_dtype(owner, dtype, SOLVE_DTYPES, "the implicit solve needs")
+        dev = state_device(owner, device)
         self.nx, self.coef = int(nx), float(coef)
-        self.x = torch.linspace(0.0, 1.0, self.nx, dtype=dtype, device=device)
-        self._lap = laplacian_1d(self.nx, dtype).to(device)
+        self.x = torch.linspace(0.0, 1.0, self.nx, dtype=dtype, device=dev)
+        self._lap = laplacian_1d(self.nx, dtype).to(dev)
         self._lu: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def fingerprint(self) -> dict[str, Any]:

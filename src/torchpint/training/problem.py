@@ -19,8 +19,8 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from torchpint.common.seeds import mix_seed
-from torchpint.core.checkpoint import digest_json, tensor_digest
 from torchpint.core.problem import Problem, callable_name
+from torchpint.runtime.checkpoint import digest_json, tensor_digest
 from torchpint.training.config import TrainingConfig
 from torchpint.training.engines import AutogradEngine, SigmoidMLPEngine
 from torchpint.training.rules import DataRule, make_lr_rule

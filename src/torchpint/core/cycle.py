@@ -1,0 +1,269 @@
+"""One rank's level buffers and the operations of an MGRIT iteration on them.
+
+XBraid's relax.c, restrict.c and interp.c in one place: F- and C-relaxation, FAS
+restriction by injection, the coarse-grid correction, the sequential solve on the
+coarsest level, V- and F-cycles and nested iteration. A rank owns, on every level, the
+points whose fine index lies in its slab, and keeps one ghost row (the point just before
+them) that its neighbour refreshes; every send and receive of a cycle is here, in the
+order the :class:`~torchpint.core.schedule.ReceiveSchedule` learns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from torchpint.core.grid import Grid, Partition
+from torchpint.core.problem import Problem, check_step_output
+from torchpint.core.schedule import TAG_F, TAG_SOLVE, TAG_V, ReceiveSchedule
+
+if TYPE_CHECKING:
+    from torchpint.core.residual import DivergenceMonitor
+    from torchpint.runtime.comm import Comm
+
+
+class Cycle:
+    """The iterate of one rank on every level and the MGRIT cycle that updates it.
+
+    Level ``l``'s buffers have one row per owned point plus row 0, the ghost (the point
+    before the first owned one): row ``j`` is point ``first[l] + j - 1``. ``U`` holds the
+    iterate, ``G`` the FAS right-hand side and ``V`` the restricted fine values (both
+    ``None`` on level 0). ``phi_cache`` keeps ``Phi(u_{i-1})`` at the fine C-points from
+    the last residual (valid until the fine iterate changes), which the next iteration's
+    C-relaxation and restriction reuse. ``step_counts`` and ``step_time`` count the
+    steps taken (per level) and the seconds spent in them.
+
+    Args:
+        problem, grid, partition, comm: what is solved, on which levels, by which rank.
+        schedule: the receive schedule every receive goes through.
+        ncf: CF sweeps per level after its first F-relaxation (0: F-relaxation only).
+        monitor: told each level's values after its relaxation (divergence checks).
+        like: a state: the buffers get its shape, dtype and device.
+    """
+
+    def __init__(
+        self,
+        problem: Problem,
+        grid: Grid,
+        partition: Partition,
+        comm: Comm,
+        schedule: ReceiveSchedule,
+        ncf: Sequence[int],
+        monitor: DivergenceMonitor,
+        like: torch.Tensor,
+    ) -> None:
+        self.problem, self.grid, self.partition, self.comm = problem, grid, partition, comm
+        self.schedule, self.monitor = schedule, monitor
+        self.ncf = list(ncf)
+        self.levels = L = grid.num_levels
+        self.first, self.count = partition.first, partition.count
+        self.prev, self.next = partition.prev, partition.next
+        shape, kw = tuple(like.shape), {"dtype": like.dtype, "device": like.device}
+
+        def rows(l: int) -> torch.Tensor:
+            return torch.zeros((self.count[l] + 1, *shape), **kw)
+
+        self.U = [rows(l) for l in range(L)]
+        self.G: list[torch.Tensor | None] = [None] + [rows(l) for l in range(1, L)]
+        self.V: list[torch.Tensor | None] = [None] + [rows(l) for l in range(1, L)]
+        n_c = len(self.c_points(0))
+        self.phi_cache = torch.zeros((n_c, *shape), **kw) if L > 1 else None
+        self.cache_valid = False
+        self.step_counts = [0] * L
+        self.step_time = 0.0
+
+    def reset(self, u0: torch.Tensor, keep_fine: bool = False) -> None:
+        """Zero the iterate (``keep_fine``: the fine one stays, a warm start), put ``u0``
+        at point 0 and zero the step counts."""
+        for l, U in enumerate(self.U):
+            if not (keep_fine and l == 0):
+                U.zero_()
+            if self.count[l] and self.first[l] == 0:
+                U[1] = u0
+        self.cache_valid = False
+        self.step_counts = [0] * self.levels
+        self.step_time = 0.0
+
+    # -- indexing ------------------------------------------------------------------------
+    def row(self, l: int, i: int) -> int:
+        """The buffer row of point ``i`` of level ``l``."""
+        return i - self.first[l] + 1
+
+    def owned(self, l: int) -> range:
+        """The points of level ``l`` this rank owns."""
+        return self.partition.owned(l)
+
+    def c_points(self, l: int) -> range:
+        """Owned C-points of level ``l`` (coarse points of level ``l + 1``)."""
+        if l == self.levels - 1:
+            return range(0)
+        m, own = self.grid.m[l], self.owned(l)
+        return range(-(-own.start // m) * m, own.stop, m)
+
+    # -- steps ---------------------------------------------------------------------------
+    def phi(self, l: int, u: torch.Tensor, i: int) -> torch.Tensor:
+        """Step ``i`` of level ``l`` from ``u``, counted and timed; its output checked
+        for shape, dtype and device (no values: cheap enough for every step)."""
+        t = time.perf_counter()
+        out = self.problem.step(u, i, l)
+        self.step_time += time.perf_counter() - t
+        self.step_counts[l] += 1
+        if (not isinstance(out, torch.Tensor) or out.shape != u.shape or out.dtype != u.dtype
+                or out.device != u.device):
+            check_step_output(out, u, i, l)  # raises, naming the level, index and shapes
+        return out
+
+    def sweep(self, l: int, start: int, stop: int) -> None:
+        """u_i = g_i + Phi(u_{i-1}) for i in [start, stop] (inclusive), in order."""
+        U, G = self.U[l], self.G[l]
+        for i in range(start, stop + 1):
+            r = self.row(l, i)
+            new = self.phi(l, U[r - 1], i - 1)
+            if G is None:
+                U[r] = new
+            else:
+                torch.add(new, G[r], out=U[r])
+
+    def watch(self, l: int) -> None:
+        """Let the monitor see level ``l``'s owned values."""
+        if self.count[l]:
+            self.monitor.watch(l, self.U[l][1:])
+
+    # -- relaxation ----------------------------------------------------------------------
+    def f_relax(self, l: int) -> None:
+        """Step from each C-point through its F-points; refresh the ghost row.
+
+        Every rank sends its last point to the next rank exactly once (as soon as it is
+        final) and receives its ghost exactly once (before it needs it).
+        """
+        if l == 0:
+            self.cache_valid = False
+        own, m = self.owned(l), self.grid.m[l]
+        if not own:
+            return
+        first, last = own.start, own.stop - 1
+        segments: list[tuple[int, int]] = []
+        i = first
+        while i <= last:
+            if i % m == 0:
+                i += 1
+                continue
+            s = i
+            while i <= last and i % m != 0:
+                i += 1
+            segments.append((s, i - 1))
+        head = segments[0] if segments and segments[0][0] == first else None
+        body = segments[1:] if head else segments
+        prev, nxt = self.prev[l], self.next[l]
+        U, what = self.U[l], f"a boundary state on level {l}"
+        if nxt is not None and last % m == 0:
+            self.comm.send(U[-1], nxt, TAG_F, what)
+        for s, e in reversed(body):
+            self.sweep(l, s, e)
+            if e == last and nxt is not None:
+                self.comm.send(U[-1], nxt, TAG_F, what)
+        if prev is not None:
+            self.schedule.recv(U[0], prev, TAG_F, what)
+        if head is not None:
+            self.sweep(l, *head)
+            if head[1] == last and nxt is not None:
+                self.comm.send(U[-1], nxt, TAG_F, what)
+
+    def c_relax(self, l: int) -> None:
+        """u_i = g_i + Phi(u_{i-1}) at the owned C-points i >= 1 (the fine ones from the
+        residual's cache while it is valid)."""
+        U, G = self.U[l], self.G[l]
+        for j, i in enumerate(self.c_points(l)):
+            if i == 0:
+                continue
+            r = self.row(l, i)
+            if l == 0 and self.cache_valid:
+                U[r] = self.phi_cache[j]  # type: ignore[index]
+            else:
+                new = self.phi(l, U[r - 1], i - 1)
+                U[r] = new if G is None else new + G[r]
+
+    # -- coarse-grid correction ----------------------------------------------------------
+    def restrict(self, l: int) -> None:
+        """Inject u to level l + 1 and form the FAS right-hand side there."""
+        c, m = l + 1, self.grid.m[l]
+        U, G, Uc, Gc, Vc = self.U[l], self.G[l], self.U[c], self.G[c], self.V[c]
+        assert Gc is not None and Vc is not None
+        coarse, what = self.owned(c), f"a restricted state on level {c}"
+        for k in coarse:
+            Vc[self.row(c, k)] = U[self.row(l, k * m)]
+        if coarse and self.next[c] is not None:
+            self.comm.send(Vc[-1], self.next[c], TAG_V, what)
+        if coarse and self.prev[c] is not None:
+            self.schedule.recv(Vc[0], self.prev[c], TAG_V, what)
+        Uc.copy_(Vc)
+        for j, k in enumerate(coarse):
+            if k == 0:
+                continue
+            i, r, rc = k * m, self.row(l, k * m), self.row(c, k)
+            if l == 0 and self.cache_valid:
+                fine = self.phi_cache[j]  # type: ignore[index]
+            else:
+                fine = self.phi(l, U[r - 1], i - 1)
+            res = fine - U[r] if G is None else G[r] - U[r] + fine
+            Gc[rc] = res + Vc[rc] - self.phi(c, Vc[rc - 1], k - 1)
+
+    def correct(self, l: int) -> None:
+        """u_{mk} += u^{l+1}_k - v_k at the owned C-points of level ``l``."""
+        c, m = l + 1, self.grid.m[l]
+        U, Uc, Vc = self.U[l], self.U[c], self.V[c]
+        assert Vc is not None
+        if l == 0:
+            self.cache_valid = False
+        for k in self.owned(c):
+            U[self.row(l, k * m)] += Uc[self.row(c, k)] - Vc[self.row(c, k)]
+
+    def forward_solve(self, l: int) -> None:
+        """Sequential time stepping on the coarsest level, pipelined over the ranks."""
+        own = self.owned(l)
+        if not own:
+            return
+        U, what = self.U[l], f"the coarse solve on level {l}"
+        if self.prev[l] is not None:
+            self.schedule.recv(U[0], self.prev[l], TAG_SOLVE, what)
+        self.sweep(l, max(own.start, 1), own.stop - 1)
+        self.watch(l)
+        if self.next[l] is not None:
+            self.comm.send(U[-1], self.next[l], TAG_SOLVE, what)
+
+    # -- cycles --------------------------------------------------------------------------
+    def cycle(self, l: int, kind: str, first_f: bool) -> None:
+        """A ``kind`` ("V" or "F") cycle from level ``l``; ``first_f``: F-relax first.
+
+        On the fine level the first F-relaxation is done only at a solve's first
+        iteration (the caller says so); on coarse levels whenever ``first_f``.
+        """
+        if l == self.levels - 1:
+            self.forward_solve(l)
+            return
+        if first_f:
+            self.f_relax(l)
+        for _ in range(self.ncf[l]):
+            self.c_relax(l)
+            self.f_relax(l)
+        self.watch(l)
+        self.restrict(l)
+        self.cycle(l + 1, kind, True)
+        self.correct(l)
+        self.f_relax(l)
+        if l > 0 and kind == "F":
+            self.cycle(l, "V", False)
+
+    def nested_iteration(self) -> None:
+        """Initial guess: solve the coarsest level, then inject and V-cycle upwards."""
+        L = self.levels
+        self.forward_solve(L - 1)
+        for l in range(L - 2, -1, -1):
+            c, m = l + 1, self.grid.m[l]
+            for k in self.owned(c):
+                self.U[l][self.row(l, k * m)] = self.U[c][self.row(c, k)]
+            if l > 0:
+                self.cycle(l, "V", True)

@@ -1,0 +1,147 @@
+"""The fine residual of an MGRIT iteration and the divergence checks (XBraid's residual.c).
+
+After each iteration the solver reports the 2-norm over the fine C-points i >= 1 of
+``Phi(u_{i-1}) - u_i`` (XBraid's and PyMGRIT's convention) and the largest ``|u|`` on
+every level, both agreed by all ranks in one collective, so every rank stops, or raises
+the same :class:`DivergenceError`, at the same iteration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from torchpint.core.history import DivergenceError
+
+if TYPE_CHECKING:
+    from torchpint.core.cycle import Cycle
+    from torchpint.runtime.comm import Comm
+
+
+def peak(t: torch.Tensor) -> torch.Tensor:
+    """``max |t|`` (NaN if any is), without allocating ``|t|``: one pass of aminmax."""
+    lo, hi = torch.aminmax(t)
+    return torch.maximum(-lo, hi)
+
+
+class DivergenceMonitor:
+    """Watches a solve for divergence and raises :class:`DivergenceError` naming it.
+
+    Three tests: non-finite values (always on), a state beyond ``factor`` x max(1,
+    max |u_0|) (off with ``factor = inf``), a residual beyond ``factor`` times its
+    smallest value so far (off with ``factor = inf``, or per call: a fixed number of
+    iterations has no residual test). During a cycle :meth:`watch` remembers the first
+    level whose values turn non-finite or too large, so the error names where it began.
+    """
+
+    def __init__(self, factor: float, levels: int) -> None:
+        self.factor, self.levels = float(factor), int(levels)
+        self.scale = 1.0
+        self.bad_level: int | None = None  # first level seen non-finite this iteration
+        self.huge_level: int | None = None  # first level seen too large this iteration
+
+    def reset(self, u0: torch.Tensor) -> None:
+        """Start watching a new solve from ``u0`` (it sets the scale of "too large")."""
+        self.bad_level = self.huge_level = None
+        self.scale = max(1.0, float(u0.abs().max()) if u0.numel() else 1.0)
+
+    def watch(self, level: int, states: torch.Tensor) -> None:
+        """Note ``level`` if its ``states`` are the first seen non-finite or too large
+        (with ``factor = inf`` the once-per-iteration check of the residual does it)."""
+        if self.bad_level is not None or self.factor == math.inf:
+            return
+        top = float(peak(states))
+        if not math.isfinite(top):
+            self.bad_level = level
+        elif top > self.factor * self.scale and self.huge_level is None:
+            self.huge_level = level
+
+    def flags(self, device: torch.device) -> list[torch.Tensor]:
+        """The levels noted in this iteration as two scalars (``levels - level``, 0 for
+        none), for the residual's collective; they are cleared for the next iteration."""
+        L = self.levels
+        out = [torch.tensor(0.0 if lev is None else L - lev, dtype=torch.float64, device=device)
+               for lev in (self.bad_level, self.huge_level)]
+        self.bad_level = self.huge_level = None
+        return out
+
+    def check(
+        self,
+        iteration: int,
+        res: float,
+        peaks: torch.Tensor,
+        residuals: Sequence[float],
+        hint: str = "",
+        growth: bool = True,
+    ) -> None:
+        """Raise :class:`DivergenceError` if iteration ``iteration`` diverged.
+
+        ``peaks`` is what :func:`fine_residual` returned, ``residuals`` the history with
+        ``res`` last, ``hint`` the problem's likely cause; ``growth=False`` leaves out the
+        growing-residual test (the non-finite and state-size tests stay).
+        """
+        hint = f" Likely cause: {hint}" if hint else ""
+        k, L, factor = iteration, self.levels, self.factor
+        levels = f"(level 0 is the fine grid; {L} levels)"
+        first_bad, first_huge = int(peaks[-2]), int(peaks[-1])
+        peaks = peaks[:-2]
+        if not math.isfinite(res) or first_bad or not torch.isfinite(peaks).all():
+            bad = L - first_bad if first_bad else min(
+                (l for l in range(L) if not math.isfinite(float(peaks[l]))), default=None)
+            where = f"first on level {bad} {levels}" if bad is not None else "in the residual"
+            raise DivergenceError(
+                f"MGRIT diverged at iteration {k}: the residual is {res}; non-finite values "
+                f"appear {where}.{hint}"
+            )
+        huge = [l for l in range(L) if float(peaks[l]) > factor * self.scale]
+        if huge or first_huge:
+            first = L - first_huge if first_huge else huge[0]
+            raise DivergenceError(
+                f"MGRIT diverged at iteration {k}: the state exceeded {factor:g} x max(1, "
+                f"|u_0|) first on level {first} {levels} and reached |u| = "
+                f"{float(peaks.max()):.3e}; the residual is {res:.3e}.{hint}"
+            )
+        best = min(residuals[:-1], default=math.inf)
+        if growth and res > factor * best:
+            raise DivergenceError(
+                f"MGRIT diverged at iteration {k}: the residual grew from {best:.3e} to "
+                f"{res:.3e} (more than {factor:g}x).{hint}"
+            )
+
+
+def fine_residual(
+    cycle: Cycle, monitor: DivergenceMonitor, comm: Comm
+) -> tuple[float, torch.Tensor]:
+    """Fine residual norm and, per level, the largest |u| (all ranks agree on both).
+
+    ``Phi(u_{i-1})`` at the fine C-points is kept in the cycle's cache: the next
+    iteration's C-relaxation and restriction reuse it. Two entries are appended to the
+    peaks: :meth:`DivergenceMonitor.flags`, so every rank raises the same error.
+    """
+    U, L = cycle.U[0], cycle.levels
+    sumsq = torch.zeros((), dtype=torch.float64, device=U.device)
+    if L > 1:
+        cache = cycle.phi_cache
+        assert cache is not None
+        for j, i in enumerate(cycle.c_points(0)):
+            if i == 0:
+                continue
+            r = cycle.row(0, i)
+            phi = cycle.phi(0, U[r - 1], i - 1)
+            cache[j] = phi
+            sumsq += torch.linalg.vector_norm(phi - U[r]).double() ** 2
+        cycle.cache_valid = True
+    peaks = torch.stack([
+        torch.nan_to_num(peak(cycle.U[l][1:]).double(), nan=math.inf)
+        if cycle.count[l] else torch.zeros((), dtype=torch.float64, device=U.device)
+        for l in range(L)
+    ] + monitor.flags(U.device))
+    # one collective: the squared norms add up, the peaks take the largest
+    ranks = comm.all_gather(torch.cat([sumsq.reshape(1), peaks]),
+                            "the residual norm and the state magnitude")
+    comm.flush()  # the peers got this iteration's messages before they joined
+    total, peaks = ranks[:, 0].sum(), ranks[:, 1:].amax(dim=0)
+    return math.sqrt(float(total.item())), peaks.cpu()
