@@ -159,3 +159,99 @@ def test_public_api_resolves():
     assert sorted(torchpint.__all__) == sorted(torchpint._EXPORTS)
     for name in torchpint.__all__:
         assert getattr(torchpint, name) is not None
+
+
+# torch.distributed's communication functions: only the floor (torchpint.runtime) calls them
+COMMUNICATION = frozenset({
+    "send", "recv", "isend", "irecv", "all_reduce", "all_gather", "all_gather_object",
+    "all_gather_into_tensor", "gather_object", "broadcast", "broadcast_object_list",
+    "barrier", "monitored_barrier", "reduce", "scatter", "scatter_object_list", "gather",
+    "batch_isend_irecv", "reduce_scatter", "reduce_scatter_tensor", "all_to_all",
+    "all_to_all_single", "new_group", "new_subgroups",
+})  # fmt: skip
+
+
+def _communication_calls(path: Path) -> list[str]:
+    """``line: call`` for every call of a ``torch.distributed`` communication function in
+    the module at ``path``: ``dist.all_reduce(...)`` where ``dist`` is bound to
+    ``torch.distributed`` (``import torch.distributed as dist``, at any depth),
+    ``torch.distributed.all_reduce(...)``, and names imported from it
+    (``from torch.distributed import all_reduce``)."""
+    tree = ast.parse(path.read_text())
+    modules: set[str] = set()  # local names bound to the torch.distributed module
+    functions: dict[str, str] = {}  # local name -> communication function imported
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name == "torch.distributed" and a.asname:
+                    modules.add(a.asname)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            for a in node.names:
+                if node.module == "torch" and a.name == "distributed":
+                    modules.add(a.asname or a.name)
+                elif node.module in ("torch.distributed", "torch.distributed.distributed_c10d") \
+                        and a.name in COMMUNICATION:
+                    functions[a.asname or a.name] = a.name
+
+    def dotted(node: ast.AST) -> str | None:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Attribute):
+            base = dotted(node.value)
+            return None if base is None else f"{base}.{node.attr}"
+        return None
+
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Name) and f.id in functions:
+            found.append((node.lineno, f.id))
+        elif isinstance(f, ast.Attribute) and f.attr in COMMUNICATION:
+            base = dotted(f.value)
+            c10d = ("torch.distributed", "torch.distributed.distributed_c10d")
+            if base in modules or base in c10d or (
+                base is not None and base.split(".")[0] in modules
+                and base.split(".", 1)[-1] == "distributed_c10d"
+            ):
+                found.append((node.lineno, f"{base}.{f.attr}"))
+    return [f"{line}: {call}" for line, call in sorted(found)]
+
+
+@pytest.mark.parametrize(
+    "name", sorted(m for m in MODULES if not m.startswith("torchpint.runtime"))
+)
+def test_only_the_floor_calls_torch_distributed_communication(name):
+    """Every message goes through :mod:`torchpint.runtime.comm` (timeouts, typed peer
+    errors): no module outside the floor calls torch.distributed's communication functions
+    (``get_rank``, ``get_world_size``, ``is_initialized``... are fine)."""
+    calls = _communication_calls(MODULES[name])
+    assert not calls, (
+        f"{name} calls torch.distributed directly at {calls}: use the floor's communicator "
+        "(torchpint.runtime.comm: Comm / GroupComm, new_group)"
+    )
+
+
+def test_the_communication_rule_can_fail(tmp_path, monkeypatch):
+    """The walker sees each way of calling torch.distributed's communication functions,
+    and lets the harmless ones pass."""
+    bad = {
+        "import torch.distributed as dist\ndist.all_reduce(t)\n": "dist.all_reduce",
+        "import torch\ntorch.distributed.barrier()\n": "torch.distributed.barrier",
+        "from torch import distributed as d\nd.gather_object(o, out)\n": "d.gather_object",
+        "from torch.distributed import all_gather as ag\nag(ts, t)\n": "ag",
+        "def f():\n    import torch.distributed as dist\n    dist.new_group([0])\n":
+            "dist.new_group",
+    }
+    for i, (text, call) in enumerate(bad.items()):
+        path = tmp_path / f"bad{i}.py"
+        path.write_text(text)
+        monkeypatch.setitem(MODULES, f"torchpint.core.bad{i}", path)
+        with pytest.raises(AssertionError, match=call.replace(".", r"\.")):
+            test_only_the_floor_calls_torch_distributed_communication(f"torchpint.core.bad{i}")
+    fine = tmp_path / "fine.py"
+    fine.write_text("import torch.distributed as dist\ndist.get_rank(); dist.is_initialized()\n"
+                    "comm.all_reduce(t, 'sum', 'x')\n")
+    monkeypatch.setitem(MODULES, "torchpint.core.fine", fine)
+    test_only_the_floor_calls_torch_distributed_communication("torchpint.core.fine")

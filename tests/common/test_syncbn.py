@@ -10,6 +10,7 @@ import torch.distributed as dist
 from torch import nn
 
 from torchpint.common.syncbn import SyncBatchNorm, convert_sync_batchnorm
+from torchpint.runtime.comm import GroupComm
 from torchpint.testing import spawn_gloo
 
 
@@ -27,6 +28,7 @@ def _worker(rank: int, world: int) -> None:
         ref.bias.uniform_(-0.5, 0.5, generator=g)
     mod = convert_sync_batchnorm(nn.Sequential(copy.deepcopy(ref)))[0]
     assert isinstance(mod, SyncBatchNorm)
+    alt = convert_sync_batchnorm(nn.Sequential(copy.deepcopy(ref)), GroupComm(None, 30.0))[0]
     rows = torch.tensor_split(torch.arange(5), world)[rank]  # 3 and 2 rows
     w = len(rows) / 5
     for _ in range(2):  # two steps: the running statistics move twice
@@ -40,6 +42,11 @@ def _worker(rank: int, world: int) -> None:
         torch.testing.assert_close(y, y_ref[rows].detach(), atol=1e-12, rtol=1e-10)
         _loss(y, c).backward()
         torch.testing.assert_close(w * xl.grad, gx_ref, atol=1e-12, rtol=1e-10)
+        xa = x.detach()[rows].clone().requires_grad_()  # over a Comm: the same
+        ya = alt(xa)
+        _loss(ya, c).backward()
+        torch.testing.assert_close(ya, y, atol=0, rtol=0)
+        torch.testing.assert_close(xa.grad, xl.grad, atol=0, rtol=0)
         gw = w * mod.weight.grad  # the grid's row-weighted average of the replicas
         dist.all_reduce(gw)
         torch.testing.assert_close(gw, gw_ref, atol=1e-12, rtol=1e-10)

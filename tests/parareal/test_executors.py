@@ -13,6 +13,7 @@ from torch import nn
 from tests.parareal.parareal_helpers import assert_grads_close, grads
 from torchpint.models import preact_resnet
 from torchpint.parareal import EXECUTORS, Executor, ThreadsExecutor, parareal_network
+from torchpint.runtime.comm import Comm, GroupComm, PeerClosedError, RankTimeoutError
 from torchpint.testing import spawn_gloo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -204,7 +205,53 @@ def test_registry_and_single_process_hooks(small_vgg, batch):
         net.set_executor(name)
         ex = net.executor
         assert isinstance(ex, EXECUTORS[name]) and not ex.spans_processes
+        assert type(ex.comm) is Comm and ex.comm.size == 1  # one process: no peers
         assert ex.agree_cuts([3]) == [3]
         ex.barrier()
         net.synchronize(torch.optim.SGD(net.parameters(), lr=0.1))
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+
+
+def _faulty_peer(rank: int, world: int, fault: str) -> tuple:
+    """Rank 1 builds the network with rank 0, then hangs (sleeps past the timeout) or
+    exits; rank 0's next step must fail with the typed error, within the timeout."""
+    import time
+
+    torch.manual_seed(0)
+    model = preact_resnet(depth=29, num_classes=4, width=2).double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    net = parareal_network(model, world, balance="flops", example_input=x,
+                           executor="distributed", timeout=1.5)
+    ex = net.executor
+    assert ex.timeout == 1.5 and isinstance(ex.comm, GroupComm)
+    assert ex.comm.timeout.total_seconds() == 1.5 and ex.comm.size == world
+    other = copy.deepcopy(net)
+    assert other.executor.timeout == 1.5  # a copy keeps it
+    other.set_executor("distributed")  # by default: the group's own (unknown here), or 300
+    assert other.executor.timeout == 300.0
+    if rank == 1:
+        if fault == "hang":
+            time.sleep(4.0)
+        return ("peer",)
+    if fault == "exit":
+        time.sleep(1.0)  # rank 1 has left
+    t = time.perf_counter()
+    try:
+        _step(net, x)
+    except RankTimeoutError as err:
+        return type(err).__name__, time.perf_counter() - t, str(err)
+    return ("no error",)
+
+
+@pytest.mark.parametrize("fault", ["hang", "exit"])
+def test_distributed_peer_failure_is_a_typed_error(fault):
+    """A hung peer is a RankTimeoutError after the executor's timeout; one that exited a
+    PeerClosedError (a RankTimeoutError too), not a backend traceback or a hang."""
+    kind, elapsed, msg = spawn_gloo(_faulty_peer, 2, fault)[0]
+    if fault == "hang":
+        assert kind == "RankTimeoutError" and elapsed < 3.5, (kind, elapsed)
+        assert "did not complete within 1.5 s" in msg and "chunk outputs" in msg
+    else:
+        assert kind == PeerClosedError.__name__, msg
+        assert "closed the connection" in msg
+

@@ -12,6 +12,7 @@ from torch import nn
 from torchpint.common.syncbn import convert_sync_batchnorm
 from torchpint.models import preact_resnet
 from torchpint.parareal import parareal_network, process_grid
+from torchpint.runtime.comm import RankTimeoutError
 from torchpint.testing import spawn_gloo
 
 
@@ -48,6 +49,10 @@ def _worker(rank: int, world: int, kind: str) -> None:
     if kind == "resnet":  # batch statistics of the whole batch
         convert_sync_batchnorm(net, grid.data_group)
     assert net.grid is grid
+    assert grid.timeout == 60 and net.executor.timeout == 60  # the grid's, by default
+    assert net.executor.comm.size == 4  # every rank that trains the network: all replicas
+    assert grid.data_comm is grid.data_comm and grid.data_comm.size == 2
+    assert grid.sum([1.0, float(rank)]) == [2.0, float(grid.chunk * 2 + 2)]  # ranks j, 2 + j
     xs, ys = grid.shard(x, y)  # 3 rows and 2: the average is weighted by rows
     assert len(xs) == (3 if grid.replica == 0 else 2)
     owned = ("pre.", "coarse.", "post.", f"fine.{grid.chunk}.")
@@ -86,3 +91,36 @@ def _wrong_world(rank: int, world: int) -> None:
 
 def test_grid_must_fill_the_world():
     spawn_gloo(_wrong_world, 2)
+
+
+def _hung_replica(rank: int, world: int) -> tuple:
+    """Rank 3 (replica 1, chunk 1) hangs after the setup; the others take one step."""
+    import time
+
+    grid = process_grid(2, 2, timeout=1.5)
+    torch.manual_seed(0)
+    model, x = _mlp().double(), torch.randn(4, 12, dtype=torch.float64)
+    net = parareal_network(model, 2, balance="flops", example_input=x, executor="distributed",
+                           group=grid)
+    assert net.executor.timeout == 1.5
+    if rank == 3:
+        time.sleep(5.0)
+        return ("peer",)
+    (xs,) = grid.shard(x)
+    try:
+        net(xs).square().sum().backward()
+    except RankTimeoutError as err:
+        return type(err).__name__, str(err)
+    return ("no error",)
+
+
+def test_a_hung_replica_is_a_typed_error_on_every_rank():
+    """Its replica's partner fails in the chunk exchange; its chunk's partner in the other
+    replica in the gradient average, which runs in a callback of the autograd engine: the
+    error keeps its type through ``backward``, and names the world's ranks."""
+    out = spawn_gloo(_hung_replica, 4)
+    assert all(o[0] in ("RankTimeoutError", "PeerClosedError") for o in out[:3]), out
+    assert "chunk outputs" in out[2][1]  # rank 2: the same replica
+    assert out[1][0] == "RankTimeoutError" and "replicas' gradients" in out[1][1]
+    # named by their world ranks (rank 2 is rank 0 of its replica's group)
+    assert out[1][1].startswith("rank 1: ") and out[2][1].startswith("rank 2: "), out

@@ -111,3 +111,4 @@ def test_a_second_live_writer_is_refused_and_a_dead_ones_lock_is_not(tmp_path):
     atomic_save({"x": 1}, path)
     assert load_checkpoint(path)["x"] == 1 and lock_file(path).exists()
     release(path)
+    assert not lock_file(path).exists()  # nothing left beside the checkpoint

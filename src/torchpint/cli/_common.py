@@ -19,10 +19,9 @@ __all__ = ["check_writable", "write_json"]  # re-exported for the subcommands
 
 
 def is_main() -> bool:
-    """Rank 0 of the default process group, or the only process."""
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    """Rank 0 of the world (torchrun's ``RANK`` before the group is joined), or the only
+    process."""
+    return _rank() == 0
 
 
 def say(*args: Any, **kwargs: Any) -> None:

@@ -39,6 +39,7 @@ from torchpint.parareal.executors import EXECUTORS
 from torchpint.parareal.factory import BALANCE
 from torchpint.parareal.train import SCHEDULES
 
+MEMORY_HINT = "--batch-size or --image-size (or the model's --width/--depth)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``train-parareal`` options."""
@@ -217,7 +218,8 @@ def _train(args: argparse.Namespace) -> int:
         grid = process_grid(chunks, args.data_parallel, timeout=args.timeout)
     net = parareal_network(model, chunks, iterations=args.iterations, cut_points=cuts,
                            balance=args.balance, coarse=args.coarse, example_input=example,
-                           executor=args.executor, devices=devices, group=grid)
+                           executor=args.executor, devices=devices, group=grid,
+                           timeout=args.timeout)
     report = _cost_report(net, example) if is_main() else None  # before BN syncs ranks
     if grid is not None and args.replica_bn == "sync":
         convert_sync_batchnorm(net, grid.data_group)

@@ -4,7 +4,8 @@
 share of the batch need the statistics of the whole batch to train exactly as one process
 with the whole batch; ``convert_sync_batchnorm`` swaps every batch norm of a module for
 :class:`SyncBatchNorm`, which gathers every rank's batch mean and variance over a process
-group (one all-gather per call forward, one all-reduce backward).
+group (one all-gather per call forward, one all-reduce backward), through the floor's
+communicator: a peer that died or hung is a typed ``PeerError``, never a hang.
 """
 
 from __future__ import annotations
@@ -17,41 +18,46 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from torchpint.runtime.comm import Comm, make_comm
+
 
 class _GatherOverGroup(torch.autograd.Function):
-    """The ``(D, K)`` stack of every rank's ``local`` over ``group`` (rank order). The
+    """The ``(D, K)`` stack of every rank's ``local`` over ``comm`` (rank order). The
     backward gives rank d ``sum_d' w_d' G_d'[d] / w_d``, with ``w_d`` its share of the rows
     and ``G_d'`` rank d''s gradient of the stack, because the replicas' parameter
     gradients are then averaged with those weights (so the cross-replica terms are exact).
     """
 
     @staticmethod
-    def forward(ctx: Any, local: torch.Tensor, group: Any, share: float) -> torch.Tensor:
-        ctx.group, ctx.share = group, share
-        if not _distributed():
-            ctx.rank = 0
+    def forward(ctx: Any, local: torch.Tensor, comm: Comm, share: float) -> torch.Tensor:
+        ctx.comm, ctx.share, ctx.rank = comm, share, comm.rank
+        if comm.size == 1:
             return local.unsqueeze(0).clone()
-        ctx.rank = dist.get_rank(group)
-        parts = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
-        dist.all_gather(parts, local.contiguous(), group=group)
-        return torch.stack(parts)
+        return comm.all_gather(local, "the batch-norm statistics")
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         g = grad * ctx.share
-        if _distributed():
-            dist.all_reduce(g, group=ctx.group)
+        if ctx.comm.size > 1:
+            g = ctx.comm.all_reduce_(g, "sum", "the gradients of the batch-norm statistics")
         return g[ctx.rank] / ctx.share, None, None
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
+def _comm(group: Any) -> Comm:
+    """The communicator over ``group``: a ``Comm`` as it is; a process group (``None``:
+    the world) with the group's own timeout; one rank when not distributed."""
+    if isinstance(group, Comm):
+        return group
+    if not (dist.is_available() and dist.is_initialized()):
+        return Comm()
+    return make_comm("world" if group is None else group)
 
 
 class SyncBatchNorm(_BatchNorm):
     """Batch norm whose training statistics are those of the batches of all ranks of
     ``group`` together (the running statistics too); eval mode, and a process without a
-    process group, is plain batch norm.
+    process group, is plain batch norm. ``group``: a process group (``None``: the world;
+    its waits time out as the group's do) or a :class:`~torchpint.runtime.comm.Comm`.
 
     Each rank's mean and variance are combined as Chan et al.'s parallel variance (no sum
     of squares, so a large mean costs no digits). Works with ``ProcessGrid``'s row-weighted gradient
@@ -60,7 +66,7 @@ class SyncBatchNorm(_BatchNorm):
 
     def __init__(self, num_features: int, group: Any = None, **kwargs: Any) -> None:
         super().__init__(num_features, **kwargs)
-        self.group = group
+        self.group = group  # a process group (None: the world) or a Comm
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
@@ -77,7 +83,7 @@ class SyncBatchNorm(_BatchNorm):
         c, count = self.num_features, x.numel() // self.num_features
         var_d, mean_d = torch.var_mean(x, dim=dims, unbiased=False)
         local = torch.cat([mean_d, var_d, x.new_tensor([float(count)])])
-        every = _GatherOverGroup.apply(local, self.group, float(count))  # (ranks, 2c + 1)
+        every = _GatherOverGroup.apply(local, _comm(self.group), float(count))  # (ranks, 2c+1)
         m_d, v_d, n_d = every[:, :c], every[:, c : 2 * c], every[:, 2 * c :].detach()
         n = n_d.sum()
         mean = (n_d * m_d).sum(0) / n
@@ -103,8 +109,9 @@ class SyncBatchNorm(_BatchNorm):
 
 def convert_sync_batchnorm(module: nn.Module, group: Any = None) -> nn.Module:
     """``module`` with every batch norm replaced by a :class:`SyncBatchNorm` over ``group``
-    that shares its parameters and buffers (so call it before building the optimizer).
-    A module shared between several parents is replaced by one shared copy."""
+    (a process group or a ``Comm``) that shares its parameters and buffers (so call it
+    before building the optimizer). A module shared between several parents is replaced
+    by one shared copy."""
     memo: dict[int, nn.Module] = {}
 
     def convert(m: nn.Module) -> nn.Module:

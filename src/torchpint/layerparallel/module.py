@@ -23,12 +23,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from torchpint.common.seeds import mix_seed
 from torchpint.core import MGRIT
-from torchpint.core.distributed import Comm, GroupComm
 from torchpint.core.grid import Grid, require_int
 from torchpint.core.mgrit import relaxation_per_level
 from torchpint.layerparallel.layout import Layout
@@ -38,8 +36,9 @@ from torchpint.layerparallel.problems import (
     StepGraphs,
     takes_step_size,
 )
+from torchpint.runtime.comm import Comm, GroupComm
+from torchpint.trainer import RankAware
 
-_TINY = 1e-300  # a fixed iteration count, not a tolerance, ends the solves
 _TAG_EDGE = 11
 _RANDOM = (nn.modules.dropout._DropoutNd, nn.RReLU)
 
@@ -58,7 +57,7 @@ class ResidualStep(nn.Module):
         return self.layer(x, self.h) if self._with_h else x + self.h * self.layer(x)
 
 
-class LayerParallel(nn.Module):
+class LayerParallel(nn.Module, RankAware):
     """``close(Phi_{N-1} o ... o Phi_0(open(x)))`` with the steps solved by MGRIT.
 
     Args:
@@ -175,6 +174,14 @@ class LayerParallel(nn.Module):
         """The global indices of this rank's step layers (``self.steps``)."""
         return self.layout.layers
 
+    def fit_comm(self) -> Comm:
+        """The ranks holding the slabs of the layers (trainer.RankAware)."""
+        return self.comm
+
+    def sharded_state(self) -> bool:
+        """Each rank holds other layers: every rank checkpoints its own part."""
+        return self.comm.size > 1
+
     @property
     def shard_comm(self) -> Comm | None:
         """The ranks' communicator when each holds a different part (training code
@@ -219,16 +226,12 @@ class LayerParallel(nn.Module):
 
     def _gather(self, obj: Any) -> list[Any] | None:
         """``obj`` of every rank, in rank order, on rank 0 (``None`` elsewhere)."""
-        out: list[Any] | None = [None] * self.comm.size if self.comm.rank == 0 else None
-        group = self.comm.group  # type: ignore[attr-defined]
-        dist.gather_object(obj, out, dst=dist.get_global_rank(group, 0) if group else 0,
-                           group=group)
-        return out
+        return self.comm.gather_object(obj, 0, "the layers' shards")
 
     # -- the two solves -------------------------------------------------------------------
     def _solver(self, iters: int, problem: Any, comm: Comm, slabs: list[int]) -> MGRIT:
         return MGRIT(problem, cfactor=self.cfactor, levels=self.levels, relax=self.relax,
-                     tol=_TINY, max_iter=iters, divergence_factor=math.inf, group=comm,
+                     iterations=iters, divergence_factor=math.inf, group=comm,
                      slabs=slabs if comm.size > 1 else None)
 
     @staticmethod

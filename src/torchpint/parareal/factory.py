@@ -39,6 +39,7 @@ def parareal_network(
     executor: str | Executor = "serial",
     devices: Any = None,
     group: Any = None,
+    timeout: float | None = None,
 ) -> PararealNetwork:
     """Turn ``model`` into a parareal network with ``chunks`` fine chunks.
 
@@ -59,6 +60,9 @@ def parareal_network(
         example_input: a sample batch for shapes and costs; guessed from the first layer
             (``(2, C, 32, 32)`` for convs) when omitted.
         executor, devices, group: see ``PararealNetwork.set_executor``.
+        timeout: seconds the ``distributed`` executor waits for a peer rank before it
+            raises ``RankTimeoutError`` (``PeerClosedError`` when the peer's connection
+            closed); default: the ``ProcessGrid``'s, else the process group's own, else 300.
 
     The network's ``tuning`` attribute lists ``(cut_points, seconds)`` of every candidate
     that ``balance="tune"`` timed (empty otherwise).
@@ -68,7 +72,7 @@ def parareal_network(
     chunks = int(chunks)
     if balance not in BALANCE:
         raise ValueError(f"balance must be one of {', '.join(BALANCE)}; got {balance!r}")
-    ex = make_executor(executor, devices=devices, group=group)
+    ex = make_executor(executor, devices=devices, group=group, timeout=timeout)
     d = decompose(model, pre=pre, post=post)
     m = len(d.blocks)
     if example_input is None:

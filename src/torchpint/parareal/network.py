@@ -26,9 +26,11 @@ from torch import nn
 
 from torchpint.parareal.costs import cost_report, measure_stages
 from torchpint.parareal.executors import Executor, Stages, make_executor
+from torchpint.runtime.comm import Comm
+from torchpint.trainer import RankAware
 
 
-class PararealNetwork(nn.Module):
+class PararealNetwork(nn.Module, RankAware):
     """P, fine chunks F_j, coarse networks C_j and Q wired as k parareal iterations.
 
     Trains like any module. The fine chunks are the original model's modules (shared, not
@@ -122,6 +124,27 @@ class PararealNetwork(nn.Module):
                 g[j] = c
             lam = y
         return ex.output(stages, self.post(lam[n]))
+
+    # -- how fit sees it (trainer.RankAware) ------------------------------------------
+    def fit_comm(self) -> Comm:
+        """Every rank that trains this network: the executor's ranks (on a process grid,
+        every replica's), or one process."""
+        return self.executor.comm
+
+    def input_device(self) -> torch.device | None:
+        """P's device: a batch enters there."""
+        p = next(self.pre.parameters(), None)
+        return None if p is None else p.device
+
+    def shard_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This replica's rows of the batch on a process grid; the whole batch otherwise."""
+        if self.grid is None:
+            return x, y
+        x, y = self.grid.shard(x, y)
+        return x, y
+
+    def sum_over_replicas(self, values: list[float]) -> list[float]:
+        return values if self.grid is None else list(self.grid.sum(values))
 
     def synchronize(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Make the replicas identical where the chunks run in several processes (the

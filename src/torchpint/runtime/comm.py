@@ -10,8 +10,10 @@ this floor calls ``torch.distributed``'s communication functions (an architectur
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -35,13 +37,26 @@ class PeerClosedError(RankTimeoutError):
 
 # What Gloo (and the TCP stack under it) says when the other end went away.
 _PEER_CLOSED = ("connection closed by peer", "connection reset by peer", "broken pipe",
-                "connection refused")
+                "connection refused", "connection was likely closed")
 
 
 def is_peer_closed(err: BaseException | str) -> bool:
     """True when a communication error says the peer closed or reset the connection."""
     text = str(err).lower()
     return any(marker in text for marker in _PEER_CLOSED)
+
+
+# The timeout each process group was made with (by init_distributed or new_group), so a
+# communicator over a group it is handed waits as long as the group itself does.
+_TIMEOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def group_timeout(group: Any = None, default: float = 300.0) -> float:
+    """The seconds a collective on ``group`` (``None`` / ``"world"``: the default group)
+    waits, as :func:`init_distributed` or :func:`new_group` set it; ``default`` for a
+    group made elsewhere."""
+    pg = dist.group.WORLD if group in (None, "world") else group
+    return float(_TIMEOUTS.get(pg, default)) if pg is not None else float(default)
 
 
 def peer_failure(rank: int, what: str, err: BaseException, timeout: float,
@@ -85,10 +100,18 @@ class Comm:
     def all_reduce(self, t: torch.Tensor, op: str, what: str) -> torch.Tensor:
         return t
 
+    def all_reduce_(self, t: torch.Tensor, op: str, what: str) -> torch.Tensor:
+        """Reduce ``t`` over the ranks in place (a flat buffer of many tensors); ``t``."""
+        return t
+
     def all_gather(self, t: torch.Tensor, what: str) -> torch.Tensor:
         return t.unsqueeze(0)
 
     def broadcast(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
+        return t
+
+    def broadcast_(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
+        """``t`` := rank ``src``'s ``t``, in place; returns ``t``."""
         return t
 
     def barrier(self, what: str) -> None:
@@ -106,10 +129,12 @@ class GroupComm(Comm):
 
     ``reverse=True`` numbers the ranks backwards (rank ``r`` here is group rank
     ``size - 1 - r``): a problem solved backward in time (an adjoint) then gives each
-    process the slab that mirrors its forward one.
+    process the slab that mirrors its forward one. ``timeout``: seconds every wait may
+    take (default: the group's own, see :func:`group_timeout`; else 300).
     """
 
-    def __init__(self, group: Any = None, timeout: float = 300.0, reverse: bool = False) -> None:
+    def __init__(self, group: Any = None, timeout: float | None = None,
+                 reverse: bool = False) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
                 "a distributed solve needs an initialized process group: launch with torchrun "
@@ -119,7 +144,8 @@ class GroupComm(Comm):
         self.size = dist.get_world_size(self.group)
         self.reverse = bool(reverse)
         self.rank = self._mirror(dist.get_rank(self.group))
-        self.timeout = timedelta(seconds=float(timeout))
+        wait = group_timeout(self.group) if timeout is None else float(timeout)
+        self.timeout = timedelta(seconds=wait)
         self.backend = str(dist.get_backend(self.group))
         self._ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
         self._pending: list[tuple[Any, torch.Tensor, int, str]] = []
@@ -128,6 +154,8 @@ class GroupComm(Comm):
         return self.size - 1 - r if self.reverse else r
 
     def _global(self, r: int) -> int:
+        """The world rank of this communicator's rank ``r`` (what messages name, so a
+        rank of a subgroup is named as the launcher and the other ranks' output name it)."""
         r = self._mirror(r)
         return r if self.group is None else dist.get_global_rank(self.group, r)
 
@@ -140,8 +168,8 @@ class GroupComm(Comm):
         return t.detach().contiguous()
 
     def _fail(self, err: RuntimeError, what: str, peer: int | None) -> RankTimeoutError:
-        peer = None if peer is None else self._mirror(peer)  # name the group's ranks
-        return peer_failure(self._mirror(self.rank), what, err, self.timeout.total_seconds(), peer)
+        peer = None if peer is None else self._global(peer)  # name the world's ranks
+        return peer_failure(self._global(self.rank), what, err, self.timeout.total_seconds(), peer)
 
     def _post(self, start: Callable[[], Any], what: str, peer: int | None) -> Any:
         """Start a message; a peer that already closed its connection fails here."""
@@ -166,7 +194,7 @@ class GroupComm(Comm):
             buf = buf.clone()  # the caller may change t before the message leaves
         work = self._post(
             lambda: dist.isend(buf, self._global(dst), group=self.group, tag=tag),
-            f"sending {what} to rank {self._mirror(dst)}", dst,
+            f"sending {what} to rank {self._global(dst)}", dst,
         )
         self._pending.append((work, buf, dst, what))
 
@@ -178,7 +206,7 @@ class GroupComm(Comm):
         rank works); :meth:`wait` completes it."""
         wire = self._wire(buf)  # buf itself, or a copy on the wire's device
         back = None if wire.data_ptr() == buf.data_ptr() else buf
-        what = f"receiving {what} from rank {self._mirror(src)}"
+        what = f"receiving {what} from rank {self._global(src)}"
         work = self._post(
             lambda: dist.irecv(wire, self._global(src), group=self.group, tag=tag), what, src
         )
@@ -196,7 +224,7 @@ class GroupComm(Comm):
         an error here)."""
         pending, self._pending = self._pending, []
         for work, _buf, dst, what in pending:
-            self._wait(work, f"sending {what} to rank {self._mirror(dst)}", dst)
+            self._wait(work, f"sending {what} to rank {self._global(dst)}", dst)
 
     def all_reduce(self, t: torch.Tensor, op: str, what: str) -> torch.Tensor:
         wire = self._wire(t).clone()
@@ -207,6 +235,21 @@ class GroupComm(Comm):
         )
         self._wait(work, what)
         return wire.to(t.device)
+
+    @torch.no_grad()
+    def all_reduce_(self, t: torch.Tensor, op: str, what: str) -> torch.Tensor:
+        """Reduce ``t`` in place (no copy when it is already on the wire's device and
+        contiguous, e.g. a flat buffer of gradients); returns ``t``."""
+        wire = self._wire(t)
+        what = f"all-reduce of {what}"
+        work = self._post(
+            lambda: dist.all_reduce(wire, op=self._ops[op], group=self.group, async_op=True),
+            what, None,
+        )
+        self._wait(work, what)
+        if wire.data_ptr() != t.data_ptr():
+            t.copy_(wire)
+        return t
 
     def all_gather(self, t: torch.Tensor, what: str) -> torch.Tensor:
         """Every rank's ``t``, stacked in rank order (one collective for values that are
@@ -224,7 +267,7 @@ class GroupComm(Comm):
 
     def broadcast(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
         wire = self._wire(t).clone()
-        what = f"broadcast of {what} from rank {self._mirror(src)}"
+        what = f"broadcast of {what} from rank {self._global(src)}"
         work = self._post(
             lambda: dist.broadcast(wire, self._global(src), group=self.group, async_op=True),
             what, None,
@@ -232,49 +275,107 @@ class GroupComm(Comm):
         self._wait(work, what)
         return wire.to(t.device)
 
+    @torch.no_grad()
+    def broadcast_(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
+        """``t`` := rank ``src``'s ``t``, in place (no copy when it is already on the
+        wire's device and contiguous); returns ``t``."""
+        wire = self._wire(t)
+        what = f"broadcast of {what} from rank {self._global(src)}"
+        work = self._post(
+            lambda: dist.broadcast(wire, self._global(src), group=self.group, async_op=True),
+            what, None,
+        )
+        self._wait(work, what)
+        if wire.data_ptr() != t.data_ptr():
+            t.copy_(wire)
+        return t
+
     def barrier(self, what: str) -> None:
         """Wait until every rank of the group gets here (a one-element all-reduce, so
         it has the same timeout and typed errors as every other wait)."""
         self.all_reduce(torch.zeros(1), "sum", f"barrier ({what})")
 
-    def all_gather_object(self, obj: Any, what: str) -> list[Any]:
-        """Every rank's picklable ``obj``, in rank order (two all-gathers: the sizes, then
-        the padded bytes). Peers of one job are trusted to send plain data."""
+    def _padded(self, obj: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``obj`` pickled into a byte tensor padded to the longest of the ranks', and
+        every rank's length (one all-gather)."""
         data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
         dev = torch.device("cuda", torch.cuda.current_device()) \
             if self.backend == "nccl" else torch.device("cpu")
         sizes = self.all_gather(torch.tensor([data.numel()], device=dev), f"sizes of {what}")
         pad = torch.zeros(int(sizes.max()), dtype=torch.uint8, device=dev)
         pad[: data.numel()] = data.to(dev)
-        parts = self.all_gather(pad, what).cpu()
+        return pad, sizes.cpu()
+
+    @staticmethod
+    def _unpickle(parts: torch.Tensor, sizes: torch.Tensor) -> list[Any]:
         return [pickle.loads(parts[r, : int(sizes[r])].numpy().tobytes())
-                for r in range(self.size)]
+                for r in range(len(sizes))]
+
+    def all_gather_object(self, obj: Any, what: str) -> list[Any]:
+        """Every rank's picklable ``obj``, in rank order (two all-gathers: the sizes, then
+        the padded bytes). Peers of one job are trusted to send plain data."""
+        pad, sizes = self._padded(obj, what)
+        return self._unpickle(self.all_gather(pad, what).cpu(), sizes)
 
     def gather_object(self, obj: Any, dst: int, what: str) -> list[Any] | None:
-        """Every rank's ``obj`` on rank ``dst`` (``None`` elsewhere)."""
-        out = self.all_gather_object(obj, what)
-        return out if self.rank == dst else None
+        """Every rank's ``obj``, in rank order, on rank ``dst`` (``None`` elsewhere): the
+        sizes to all, the bytes to ``dst`` alone."""
+        pad, sizes = self._padded(obj, what)
+        parts = [torch.empty_like(pad) for _ in range(self.size)] if self.rank == dst else None
+        what = f"gather of {what} to rank {self._global(dst)}"
+        work = self._post(lambda: dist.gather(pad, parts, dst=self._global(dst),
+                                              group=self.group, async_op=True), what, None)
+        self._wait(work, what)
+        if parts is None:
+            return None
+        if self.reverse:
+            parts.reverse()
+        return self._unpickle(torch.stack(parts).cpu(), sizes)
 
 
 def new_group(ranks: Sequence[int], timeout: float) -> Any:
-    """A ``torch.distributed`` subgroup of the world's ``ranks``; every rank of the world
-    must call it with the same lists in the same order."""
-    return dist.new_group(list(ranks), timeout=timedelta(seconds=float(timeout)))
+    """A ``torch.distributed`` subgroup of the world's ``ranks`` whose collectives fail
+    after ``timeout`` seconds; every rank of the world must call it with the same lists in
+    the same order."""
+    wait = timedelta(seconds=float(timeout))
+    group = _joining(lambda: dist.new_group(list(ranks), timeout=wait),
+                     f"creating the process group of ranks {list(ranks)}", timeout, world_rank())
+    if group is not None and group is not dist.GroupMember.NON_GROUP_MEMBER:
+        _TIMEOUTS[group] = float(timeout)
+    return group
+
+
+def _joining(start: Callable[[], Any], what: str, timeout: float, rank: int) -> Any:
+    """Run a step every rank takes together through the rendezvous store (joining the
+    world, creating a subgroup): a peer that never came, or whose store went away, is a
+    typed :class:`PeerError`, not a store traceback."""
+    try:
+        return start()
+    except (dist.DistStoreError, dist.DistNetworkError) as err:
+        if "address already in use" in str(err).lower():
+            raise  # the port is taken: not a peer's failure
+        raise peer_failure(rank, what, err, timeout) from err
 
 
 def world_rank() -> int:
-    """This process's rank in the default group (0 when not distributed)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    """This process's rank in the default group; before the group is joined, the rank
+    torchrun gave it (``RANK``); 0 when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:
-    """The default group's size (1 when not distributed)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    """The default group's size; before the group is joined, torchrun's ``WORLD_SIZE``;
+    1 when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def make_comm(group: Any, timeout: float) -> Comm:
-    """``None`` -> serial; ``"world"`` or a process group -> distributed; a :class:`Comm`
-    is used as it is."""
+def make_comm(group: Any, timeout: float | None = None) -> Comm:
+    """``None`` -> serial; ``"world"`` or a process group -> distributed (``timeout``:
+    see :class:`GroupComm`); a :class:`Comm` is used as it is."""
     if isinstance(group, Comm):
         return group
     return Comm() if group is None else GroupComm(group, timeout)
@@ -289,7 +390,8 @@ def init_distributed(
     ``device`` is this rank's device: a CUDA device is made current and selects NCCL, a
     CPU device Gloo. Without it the backend defaults to NCCL when CUDA is available (on
     the GPU ``LOCAL_RANK``), Gloo otherwise. Every collective fails after ``timeout``
-    seconds instead of torch's default 30 minutes.
+    seconds instead of torch's default 30 minutes. The group it joins is left at exit
+    (:func:`leave`), so a process whose peer hung exits with its own code.
     """
     if dist.is_initialized():
         return True
@@ -303,5 +405,18 @@ def init_distributed(
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+    _joining(lambda: dist.init_process_group(backend, timeout=timedelta(seconds=timeout)),
+             "joining the process group", timeout, int(os.environ.get("RANK", "0")))
+    _TIMEOUTS[dist.group.WORLD] = float(timeout)
+    atexit.unregister(leave)  # once, however often a process joins
+    atexit.register(leave)
     return True
+
+
+def leave() -> None:
+    """Destroy the default Gloo process group if it is still there. At exit, a Gloo send
+    still pending to a peer that hung would otherwise abort the process ("terminate called
+    without an active exception", SIGABRT) instead of letting it exit with its code. (An
+    NCCL group is left to torch: destroying it may wait on the hung peer's kernels.)"""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
+        dist.destroy_process_group()

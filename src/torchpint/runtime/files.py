@@ -10,6 +10,7 @@ path and the fix. :func:`claim` refuses a path that another live process is writ
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import tempfile
@@ -127,9 +128,23 @@ def claim(path: str | os.PathLike) -> None:
 
 
 def release(path: str | os.PathLike) -> None:
-    """Give up the claim on ``path`` (a no-op if this process holds none)."""
+    """Give up the claim on ``path`` and remove its lock file (a no-op if this process
+    holds none)."""
     lock = lock_file(path)
     for key in (os.fspath(lock.absolute()), os.fspath(lock.resolve())):
-        fd = _HELD.pop(key, None)
-        if fd is not None:
-            os.close(fd)
+        _drop(key)
+
+
+def _drop(key: str) -> None:
+    fd = _HELD.pop(key, None)
+    if fd is not None:
+        with suppress(OSError):
+            os.unlink(key)  # while still locked: a waiting writer then makes a new one
+        os.close(fd)
+
+
+@atexit.register
+def _release_all() -> None:
+    """At exit, no lock files are left behind (the kernel drops the locks anyway)."""
+    for key in list(_HELD):
+        _drop(key)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from torchpint.core import MGRIT, MGRITResult
+from torchpint.runtime.comm import make_comm
 from torchpint.training.config import TrainingConfig
 from torchpint.training.problem import TrainingProblem
 
@@ -75,12 +76,9 @@ class Verification:
 
 
 def _all_gather(obj: Any, group: Any) -> list[Any]:
-    import torch.distributed as dist
-
-    g = None if group == "world" else group
-    out: list[Any] = [None] * dist.get_world_size(g)
-    dist.all_gather_object(out, obj, group=g)
-    return out
+    """Every rank's ``obj`` over ``group`` (``"world"``, a process group or a ``Comm``),
+    through the floor's communicator (a peer that died or hung is a typed error)."""
+    return make_comm(group).all_gather_object(obj, "the verification losses")
 
 
 def verify(
@@ -210,7 +208,8 @@ def train_mgrit(
     res = mg.solve(checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
     ver = None
     if verify_serial:
-        ver = verify(problem, res, points=curve_points(cfg.steps, curve_samples), group=group)
+        ver = verify(problem, res, points=curve_points(cfg.steps, curve_samples),
+                     group=None if group is None else mg.comm)  # the solve's timeout
     trained = problem.load_into(copy.deepcopy(model), res.final)
     settings = {
         **cfg.to_dict(),

@@ -8,7 +8,9 @@ All executors compute the same thing as ``serial``; they differ in where the chu
 - ``devices``: chunk j on ``devices[j]`` in one process; kernels launch asynchronously, and
   the autograd engine runs each device's backward on its own thread;
 - ``distributed``: rank j of a torch.distributed group runs chunk j; the chunk outputs and
-  the gradients of their inputs are exchanged by one all-reduce each way.
+  the gradients of their inputs are exchanged by one all-reduce each way, through the
+  floor's communicator (``torchpint.runtime.comm``: every wait has a timeout, and a peer
+  that died or hung is a typed ``PeerError``).
 
 ``EXECUTORS`` maps each name to its class; ``make_executor`` builds one by name.
 """
@@ -30,10 +32,12 @@ EXECUTORS: dict[str, type[Executor]] = {
 
 
 def make_executor(
-    name_or_instance: str | Executor, devices: Any = None, group: Any = None
+    name_or_instance: str | Executor, devices: Any = None, group: Any = None,
+    timeout: float | None = None,
 ) -> Executor:
     """The executor registered under ``name_or_instance`` in ``EXECUTORS``, built with
-    ``devices`` / ``group`` where it takes them; an ``Executor`` is passed through."""
+    ``devices`` / ``group`` / ``timeout`` (seconds a rank waits for its peers) where it
+    takes them; an ``Executor`` is passed through."""
     if isinstance(name_or_instance, Executor):
         return name_or_instance
     cls = EXECUTORS.get(name_or_instance)
@@ -41,7 +45,9 @@ def make_executor(
         raise ValueError(
             f"unknown executor {name_or_instance!r}; choose one of {', '.join(EXECUTORS)}"
         )
-    return cls.create(devices=devices, group=group)
+    if timeout is None:  # an executor whose create() predates the timeout still works
+        return cls.create(devices=devices, group=group)
+    return cls.create(devices=devices, group=group, timeout=timeout)
 
 
 __all__ = [

@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from torchpint.runtime.comm import Comm
+
 
 @dataclass(frozen=True)
 class Stages:
@@ -42,11 +44,19 @@ class Executor:
     spans_processes: ClassVar[bool] = False
     overlaps_sweep: bool = False  # iteration 0 runs beside the coarse sweep, not after it
     grid: Any = None  # a ProcessGrid when data-parallel replicas train together
+    _comm: Comm = Comm()  # one process: no peers (stateless, so shared)
 
     @classmethod
-    def create(cls, devices: Any = None, group: Any = None) -> Executor:
-        """An executor from ``make_executor``'s arguments (the base ignores both)."""
+    def create(cls, devices: Any = None, group: Any = None,
+               timeout: float | None = None) -> Executor:
+        """An executor from ``make_executor``'s arguments (the base ignores them all)."""
         return cls()
+
+    @property
+    def comm(self) -> Comm:
+        """The communicator every message between the processes that run the chunks goes
+        through (a one-process ``Comm`` here: no peers)."""
+        return self._comm
 
     def bind(self, stages: Stages) -> None:
         """Check the stages and place their modules; called when the network takes this

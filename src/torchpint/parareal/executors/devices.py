@@ -29,7 +29,8 @@ class DevicesExecutor(Executor):
         self.devices = [resolve_device(d) for d in devices]
 
     @classmethod
-    def create(cls, devices: Any = None, group: Any = None) -> Executor:
+    def create(cls, devices: Any = None, group: Any = None,
+               timeout: float | None = None) -> Executor:
         return cls(devices)
 
     def clone(self) -> Executor:

@@ -1,5 +1,9 @@
 """The ``distributed`` executor: rank j of a torch.distributed group runs chunk j, and,
-on a :class:`ProcessGrid`, D such groups train data-parallel replicas."""
+on a :class:`ProcessGrid`, D such groups train data-parallel replicas.
+
+Every message goes through the floor's communicator (:class:`GroupComm`), so a peer that
+died, hung or closed its connection is a typed ``PeerError`` within the executor's
+``timeout``, never a hang or a backend traceback."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from torchpint.parareal.executors._autograd import (
 )
 from torchpint.parareal.executors.base import Executor, Stages
 from torchpint.parareal.executors.grid import ProcessGrid
+from torchpint.runtime.comm import Comm, GroupComm, group_timeout
 
 
 class DistributedExecutor(Executor):
@@ -41,37 +46,54 @@ class DistributedExecutor(Executor):
     D ranks that hold chunk j, weighted by their rows: one all-reduce per step, run when
     the backward ends. For a loss that is a mean over the batch this is the gradient of
     the whole batch (batch norm aside: see ``convert_sync_batchnorm``).
+
+    ``timeout``: seconds any message waits for a peer before a ``RankTimeoutError`` (a
+    ``PeerClosedError`` when the peer's connection closed). Default: the grid's, else the
+    group's own (``init_distributed``'s), else 300.
     """
 
     name = "distributed"
     spans_processes = True
 
-    def __init__(self, group: Any = None) -> None:
+    def __init__(self, group: Any = None, timeout: float | None = None) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
                 "executor 'distributed' needs torch.distributed initialised "
                 "(dist.init_process_group, e.g. under torchrun)"
             )
-        self.grid = group if isinstance(group, ProcessGrid) else None
-        self.group = group.chunk_group if isinstance(group, ProcessGrid) else group
-        self.rank = dist.get_rank(self.group)
-        self.world = dist.get_world_size(self.group)
+        grid = group if isinstance(group, ProcessGrid) else None
+        self.grid = grid
+        self.group = grid.chunk_group if grid is not None else group
+        if timeout is None:
+            timeout = grid.timeout if grid is not None else group_timeout(self.group)
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.timeout = float(timeout)
+        self._chunks = GroupComm(self.group, self.timeout)  # the N ranks of one network
+        self.rank, self.world = self._chunks.rank, self._chunks.size
+        # every rank that trains the network (on a grid: the world, all replicas), over
+        # which agree_cuts and barrier run; gradients are averaged over the replicas
+        self._comm = GroupComm(None, self.timeout) if grid is not None else self._chunks
+        self._replicas = GroupComm(grid.data_group, self.timeout) if grid is not None else None
         self._reduce_queued = False
 
     @classmethod
-    def create(cls, devices: Any = None, group: Any = None) -> Executor:
-        return cls(group)
+    def create(cls, devices: Any = None, group: Any = None,
+               timeout: float | None = None) -> Executor:
+        return cls(group, timeout)
+
+    @property
+    def comm(self) -> Comm:
+        """The communicator over every rank that trains this network together: the group
+        of its chunks, or on a grid the world (every replica's)."""
+        return self._comm
 
     def clone(self) -> Executor:
-        return DistributedExecutor(self.grid or self.group)
+        return DistributedExecutor(self.grid or self.group, self.timeout)
 
     @property
     def _replicated(self) -> bool:
         return self.grid is not None and self.grid.replicas > 1
-
-    def _global(self, r: int) -> int:
-        """The global rank of rank ``r`` of the group."""
-        return dist.get_global_rank(self.group, r) if self.group is not None else r
 
     def _device(self, stages: Stages) -> torch.device:
         p = next(stages.fine[self.rank].parameters(), None)
@@ -90,8 +112,7 @@ class DistributedExecutor(Executor):
         # every rank must have cut the network in the same place
         mine = torch.tensor([b for r in stages.block_ranges for b in r], dtype=torch.long)
         mine = mine.to(self._device(stages))
-        allr = [torch.empty_like(mine) for _ in range(self.world)]
-        dist.all_gather(allr, mine, group=self.group)
+        allr = self._chunks.all_gather(mine, "the chunks' block ranges")
         if any(not torch.equal(a, mine) for a in allr):
             raise ValueError(
                 "ranks split the network differently "
@@ -102,15 +123,12 @@ class DistributedExecutor(Executor):
     def agree_cuts(self, cuts: list[int]) -> list[int]:
         """Rank 0's cut points (measured times differ between ranks; on a grid, the
         world's rank 0 decides for every replica)."""
-        group = None if self.grid is not None else self.group
         t = torch.tensor(cuts + [0], dtype=torch.long)
-        if dist.get_backend(group) == "nccl":
-            t = t.cuda()
-        dist.broadcast(t, src=0 if group is None else self._global(0), group=group)
-        return t.tolist()[:-1]
+        return self._comm.broadcast(t, 0, "the cut points").tolist()[:-1]
 
     def barrier(self) -> None:
-        dist.barrier(group=None if self.grid is not None else self.group)
+        """Wait for every rank (of the world, on a grid), with the executor's timeout."""
+        self._comm.barrier("the parareal executor")
 
     def output(self, stages: Stages, y: torch.Tensor) -> torch.Tensor:
         """On a grid of several replicas, ``y`` behind a node whose backward averages the
@@ -134,7 +152,7 @@ class DistributedExecutor(Executor):
     def _average_gradients(self, stages: Stages, rows: int) -> None:
         """Every trained parameter's gradient := sum_d rows_d grad_d / sum_d rows_d over
         the replicas (one all-reduce per dtype and device; the rows ride along)."""
-        assert self.grid is not None
+        assert self._replicas is not None
         params = unique_trainable([stages.pre, *stages.coarse, stages.post, stages.fine[self.rank]])
         by_kind: dict[tuple, list[torch.Tensor]] = {}
         for p in params:
@@ -144,7 +162,7 @@ class DistributedExecutor(Executor):
             for (dtype, device), ps in by_kind.items():
                 n = torch.tensor([float(rows)], dtype=dtype, device=device)
                 buf = torch.cat([*(p.grad.reshape(-1) * rows for p in ps), n])
-                dist.all_reduce(buf, group=self.grid.data_group)
+                self._replicas.all_reduce_(buf, "sum", "the replicas' gradients")
                 buf = buf[:-1] / buf[-1]
                 off = 0
                 for p in ps:
@@ -155,36 +173,33 @@ class DistributedExecutor(Executor):
         """Each fine chunk's parameters and buffers from the rank that trains it, P, C and Q
         from rank 0; with ``optimizer``, each chunk's momentum buffers from its owner too,
         so a checkpoint written by rank 0 resumes every rank exactly."""
-        owners = [
-            (self._global(j), [*c.parameters(), *c.buffers()]) for j, c in enumerate(stages.fine)
-        ]
+        owners = [(j, [*c.parameters(), *c.buffers()]) for j, c in enumerate(stages.fine)]
         shared = [
             t
             for m in (stages.pre, *stages.coarse, stages.post)
             for t in [*m.parameters(), *m.buffers()]
         ]
-        owners.append((self._global(0), shared))
+        owners.append((0, shared))
         for owner, tensors in owners:
-            self._broadcast(tensors, owner, self.group)
+            self._broadcast(tensors, owner, self._chunks, f"chunk {owner}'s weights")
         if optimizer is not None:
             self._sync_momentum(stages, optimizer)
         if self._replicated:  # the replicas' batch-norm statistics: replica 0's
-            assert self.grid is not None
+            assert self._replicas is not None
             modules = (stages.pre, *stages.fine, *stages.coarse, stages.post)
             tensors = [t for m in modules for t in [*m.parameters(), *m.buffers()]]
-            src = self.grid.chunk  # global rank 0 * N + j: replica 0's rank of chunk j
-            self._broadcast(tensors, src, self.grid.data_group)
+            self._broadcast(tensors, 0, self._replicas, "replica 0's weights")
 
     @staticmethod
     @torch.no_grad()
-    def _broadcast(tensors: list[torch.Tensor], src: int, group: Any) -> None:
-        """``tensors`` := global rank ``src``'s, one broadcast per dtype and device."""
+    def _broadcast(tensors: list[torch.Tensor], src: int, comm: Comm, what: str) -> None:
+        """``tensors`` := rank ``src`` of ``comm``'s, one broadcast per dtype and device."""
         by_kind: dict[tuple, list[torch.Tensor]] = {}
         for t in tensors:
             by_kind.setdefault((t.dtype, t.device), []).append(t)
         for ts in by_kind.values():
             buf = torch.cat([t.detach().reshape(-1) for t in ts])
-            dist.broadcast(buf, src=src, group=group)
+            comm.broadcast_(buf, src, what)
             off = 0
             for t in ts:
                 t.copy_(buf[off : off + t.numel()].view_as(t))
@@ -192,22 +207,22 @@ class DistributedExecutor(Executor):
 
     def _sync_momentum(self, stages: Stages, optimizer: torch.optim.Optimizer) -> None:
         for j, chunk in enumerate(stages.fine):
-            src = self._global(j)
+            what = f"chunk {j}'s momentum"
             for p in chunk.parameters():
                 if not p.requires_grad:
                     continue
                 state = optimizer.state[p]
                 buf = state.get("momentum_buffer")
                 has = torch.tensor([0 if buf is None else 1], device=p.device)
-                dist.broadcast(has, src=src, group=self.group)
-                if not int(has):
+                if not int(self._chunks.broadcast_(has, j, what)):
                     continue
                 if buf is None:
                     buf = torch.zeros_like(p)
-                dist.broadcast(buf, src=src, group=self.group)
-                state["momentum_buffer"] = buf
+                state["momentum_buffer"] = self._chunks.broadcast_(buf, j, what)
 
-    def _exchange(self, slots: dict[int, torch.Tensor | None], metas: list, dev: Any) -> list:
+    def _exchange(
+        self, slots: dict[int, torch.Tensor | None], metas: list, dev: Any, what: str
+    ) -> list:
         """All ranks get every slot; the owner of slot i fills it, the others zeros."""
         sizes = [int(torch.Size(s).numel()) for s, _ in metas]
         dtype = metas[0][1]
@@ -218,7 +233,7 @@ class DistributedExecutor(Executor):
         for i, t in slots.items():
             if t is not None:
                 buf[offs[i] : offs[i + 1]].copy_(t.reshape(-1))
-        dist.all_reduce(buf, group=self.group)
+        self._chunks.all_reduce_(buf, "sum", what)
         return [buf[offs[i] : offs[i + 1]].view(metas[i][0]).clone() for i in range(len(metas))]
 
     def run(
@@ -231,7 +246,8 @@ class DistributedExecutor(Executor):
             if mine:
                 out[js.index(self.rank)] = stages.fine[self.rank](inputs[self.rank])
             metas = [(like[j].shape, like[j].dtype) for j in js]
-            res = self._exchange(out, metas, next(iter(inputs.values())).device)
+            res = self._exchange(out, metas, next(iter(inputs.values())).device,
+                                 "the chunk outputs")
             return dict(zip(js, res, strict=True))
         params = trainable(stages.fine[self.rank]) if mine else []
         return fine_stage(self, stages, inputs, like, params)
@@ -244,7 +260,7 @@ class DistributedExecutor(Executor):
             xi, o = chunk_forward(stages, self.rank, xs[i])
             state = (i, xi, o)
             out[i] = o.detach()
-        return state, self._exchange(out, metas, xs[0].device)
+        return state, self._exchange(out, metas, xs[0].device, "the chunk outputs")
 
     def fine_backward(self, ctx: Any, out_grads: tuple) -> tuple[list, list]:
         p_grads: list = []
@@ -255,7 +271,7 @@ class DistributedExecutor(Executor):
             local[i] = gx
         dev = ctx.in_meta[0][2]
         metas = [(s, dt) for s, dt, _ in ctx.in_meta]
-        in_grads = self._exchange(local, metas, dev)
+        in_grads = self._exchange(local, metas, dev, "the gradients of the chunk inputs")
         return in_grads, p_grads
 
 

@@ -2,17 +2,20 @@
 
 Rank ``r = d * N + j`` runs chunk j of replica d. The N ranks of a replica (consecutive,
 so one node's GPUs under torchrun) exchange chunk states every parareal iteration; the D
-ranks that hold chunk j meet once per step to average their gradients.
+ranks that hold chunk j meet once per step to average their gradients. Every message goes
+through the floor's communicator (:mod:`torchpint.runtime.comm`), with the grid's timeout.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from torchpint.runtime.comm import GroupComm, new_group, world_rank, world_size
 
 
 @dataclass(frozen=True, eq=False)
@@ -20,7 +23,8 @@ class ProcessGrid:
     """This rank's place in the grid and its two process groups.
 
     ``chunk_group``: the N ranks of replica ``replica`` (the parareal executor's group);
-    ``data_group``: the D ranks that run chunk ``chunk`` (gradients averaged among them).
+    ``data_group``: the D ranks that run chunk ``chunk`` (gradients averaged among them);
+    ``timeout``: seconds a collective on either waits for a peer before it fails.
     """
 
     chunks: int
@@ -29,6 +33,12 @@ class ProcessGrid:
     replica: int
     chunk_group: Any
     data_group: Any
+    timeout: float = 300.0
+
+    @cached_property
+    def data_comm(self) -> GroupComm:
+        """The communicator over ``data_group`` (this chunk's D replicas)."""
+        return GroupComm(self.data_group, self.timeout)
 
     def shard(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """This replica's rows of a global batch: part ``replica`` of D near-equal parts
@@ -45,17 +55,8 @@ class ProcessGrid:
         """``values`` summed over the replicas (e.g. loss sums and counts for the log)."""
         if self.replicas == 1:
             return list(values)
-        device = _collective_device(self.data_group)
-        t = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(t, group=self.data_group)
-        return t.tolist()
-
-
-def _collective_device(group: Any) -> torch.device:
-    """Where a small tensor must live for a collective on ``group`` (NCCL: the GPU)."""
-    if dist.get_backend(group) == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+        t = torch.tensor(values, dtype=torch.float64)
+        return self.data_comm.all_reduce(t, "sum", "the replicas' loss sums").tolist()
 
 
 def process_grid(chunks: int, replicas: int = 1, *, timeout: float = 300.0) -> ProcessGrid:
@@ -63,7 +64,7 @@ def process_grid(chunks: int, replicas: int = 1, *, timeout: float = 300.0) -> P
 
     Every rank must call it (it creates ``chunks + replicas`` process groups, collectively);
     the world size must be ``chunks * replicas``. ``timeout``: seconds before a collective
-    on the new groups fails (a peer that died), as for the world's group.
+    on the new groups fails (a peer that died or hung), as for the world's group.
     """
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError(
@@ -73,21 +74,18 @@ def process_grid(chunks: int, replicas: int = 1, *, timeout: float = 300.0) -> P
     for name, value in (("chunks", chunks), ("replicas", replicas)):
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    world, rank = dist.get_world_size(), dist.get_rank()
+    world, rank = world_size(), world_rank()
     if world != chunks * replicas:
         raise ValueError(
             f"a grid of {replicas} replica(s) x {chunks} chunk(s) needs {chunks * replicas} "
             f"ranks, the world has {world}: launch {chunks * replicas} processes "
             f"(torchrun --nproc-per-node {chunks * replicas}) or change the grid"
         )
-    wait = timedelta(seconds=timeout)
     chunk_groups = [  # every rank creates every group, in the same order
-        dist.new_group([d * chunks + j for j in range(chunks)], timeout=wait)
-        for d in range(replicas)
+        new_group([d * chunks + j for j in range(chunks)], timeout) for d in range(replicas)
     ]
     data_groups = [
-        dist.new_group([d * chunks + j for d in range(replicas)], timeout=wait)
-        for j in range(chunks)
+        new_group([d * chunks + j for d in range(replicas)], timeout) for j in range(chunks)
     ]
     d, j = divmod(rank, chunks)
-    return ProcessGrid(chunks, replicas, j, d, chunk_groups[d], data_groups[j])
+    return ProcessGrid(chunks, replicas, j, d, chunk_groups[d], data_groups[j], float(timeout))
