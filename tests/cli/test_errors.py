@@ -95,7 +95,7 @@ def test_unwritable_checkpoint_and_out_folders(tmp_path, capsys):
     assert main(["train-mgrit", "--steps", "100000", "--checkpoint", str(blocker / "c.pt"),
                  "--no-progress"]) == 2
     _one_line_error(capsys, "is a file, not a folder")
-    assert main([*TINY_PARAREAL, "--checkpoint-dir", str(blocker)]) == 2
+    assert main([*TINY_PARAREAL, "--checkpoint", str(blocker)]) == 2
     _one_line_error(capsys, "cannot write")
     assert main(["demo", "--out", "/proc/torchpint-demo"]) == 2
     _one_line_error(capsys, "cannot write")
@@ -154,9 +154,9 @@ def test_train_mgrit_refuses_another_runs_checkpoint(tmp_path, capsys):
 
 def test_train_parareal_refuses_another_runs_checkpoint(tmp_path, capsys):
     d = str(tmp_path / "ck")
-    assert main([*TINY_PARAREAL, "--epochs", "2", "--stop-after", "1", "--checkpoint-dir", d]) == 0
+    assert main([*TINY_PARAREAL, "--epochs", "2", "--stop-after", "1", "--checkpoint", d]) == 0
     capsys.readouterr()
-    assert main([*TINY_PARAREAL, "--epochs", "2", "--dataset", "shapes", "--checkpoint-dir", d,
+    assert main([*TINY_PARAREAL, "--epochs", "2", "--dataset", "shapes", "--checkpoint", d,
                  "--resume"]) == 2
     _one_line_error(capsys, "checkpoint does not match", "dataset")
 
@@ -164,7 +164,7 @@ def test_train_parareal_refuses_another_runs_checkpoint(tmp_path, capsys):
 def test_train_parareal_non_finite_loss_is_exit_3(tmp_path, capsys):
     d = tmp_path / "ck"
     rc = main([*TINY_PARAREAL, "--epochs", "1", "--lr", "1e4", "--executor", "serial",
-               "--checkpoint-dir", str(d)])
+               "--checkpoint", str(d)])
     assert rc == 3
     err = capsys.readouterr().err
     assert "diverged" in err and "epoch" in err and "step" in err and "Traceback" not in err

@@ -77,13 +77,13 @@ def test_train_parareal_sigterm_mid_epoch_resumes_exactly(tmp_path):
     done = _finish(_launch([*PARAREAL, "--json", str(full)], 1))
     assert done[0][0] == 0, done
     ck = tmp_path / "ck"
-    procs = _launch([*PARAREAL, "--checkpoint-dir", str(ck), "--json", str(part)], 1)
+    procs = _launch([*PARAREAL, "--checkpoint", str(ck), "--json", str(part)], 1)
     _wait_for(ck / "parareal.pt", procs)  # epoch 1 written: SIGTERM lands in epoch 2
     procs[0].send_signal(signal.SIGTERM)
     (code, err), = _finish(procs)
     assert code == 143 and len(err.strip().splitlines()) == 1, err
     assert "stopped by SIGTERM at" in err and "parareal.pt" in err
-    done = _finish(_launch([*PARAREAL, "--checkpoint-dir", str(ck), "--resume", "--json",
+    done = _finish(_launch([*PARAREAL, "--checkpoint", str(ck), "--resume", "--json",
                             str(part)], 1))
     assert done[0][0] == 0, done
     a, b = json.loads(full.read_text()), json.loads(part.read_text())

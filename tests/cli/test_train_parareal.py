@@ -61,12 +61,12 @@ def test_without_baseline_json_has_nulls(tmp_path):
 def test_checkpoint_resume_matches_uninterrupted(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     args = ("--epochs", "2", "--schedule", "step", "--baseline")
-    assert _run(*args, "--checkpoint-dir", str(full), "--json", str(tmp_path / "a.json")) == 0
-    assert _run(*args, "--checkpoint-dir", str(part), "--stop-after", "1") == 0
+    assert _run(*args, "--checkpoint", str(full), "--json", str(tmp_path / "a.json")) == 0
+    assert _run(*args, "--checkpoint", str(part), "--stop-after", "1") == 0
     assert load_checkpoint(str(part / "parareal.pt"))["epoch"] == 1
     assert load_checkpoint(str(part / "baseline.pt"))["epoch"] == 1
     assert (
-        _run(*args, "--checkpoint-dir", str(part), "--resume", "--json", str(tmp_path / "b.json"))
+        _run(*args, "--checkpoint", str(part), "--resume", "--json", str(tmp_path / "b.json"))
         == 0
     )
     for label in ("parareal", "baseline"):
@@ -91,7 +91,7 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path):
         (("--devices", "cuda:3"), "does not exist"),
         (("--executor", "devices", "--devices", "cuda:0,cuda:1"), "does not exist"),
         (("--executor", "distributed"), "torchrun"),
-        (("--resume",), "--checkpoint-dir"),
+        (("--resume",), "--resume needs --checkpoint"),
         (("--dataset", "cifar10"), "never downloaded"),
         (("--chunks", "40"), "chunks"),
     ],
@@ -130,10 +130,10 @@ def _torchrun(nproc: int, args: list[str], tmp_path) -> None:
 def test_torchrun_distributed_resume_matches_single_process(tmp_path):
     """Two ranks, stopped after epoch 1 and resumed, end where one serial process ends."""
     args = [*TINY, "--epochs", "2", "--executor", "distributed"]
-    _torchrun(2, [*args, "--checkpoint-dir", "d", "--stop-after", "1"], tmp_path)
-    proc = _torchrun(2, [*args, "--checkpoint-dir", "d", "--resume", "--json", "d.json"], tmp_path)
+    _torchrun(2, [*args, "--checkpoint", "d", "--stop-after", "1"], tmp_path)
+    proc = _torchrun(2, [*args, "--checkpoint", "d", "--resume", "--json", "d.json"], tmp_path)
     assert proc.stdout.count("parareal: test accuracy") == 1  # only rank 0 prints
-    assert _run("--epochs", "2", "--executor", "serial", "--checkpoint-dir",
+    assert _run("--epochs", "2", "--executor", "serial", "--checkpoint",
                 str(tmp_path / "s")) == 0  # fmt: skip
     a = load_checkpoint(str(tmp_path / "d" / "parareal.pt"))
     b = load_checkpoint(str(tmp_path / "s" / "parareal.pt"))
@@ -153,12 +153,12 @@ def test_torchrun_data_parallel_resume_matches_whole_batch(tmp_path):
     amplifies float32 rounding tenfold per step (in float64 the two agree to 12 digits)."""
     args = [*TINY, "--lr", "0.01", "--epochs", "2", "--executor", "distributed",
             "--data-parallel", "2"]  # fmt: skip
-    _torchrun(4, [*args, "--checkpoint-dir", "d", "--stop-after", "1"], tmp_path)
-    proc = _torchrun(4, [*args, "--checkpoint-dir", "d", "--resume", "--json", "d.json"], tmp_path)
+    _torchrun(4, [*args, "--checkpoint", "d", "--stop-after", "1"], tmp_path)
+    proc = _torchrun(4, [*args, "--checkpoint", "d", "--resume", "--json", "d.json"], tmp_path)
     assert "2 replicas x 2 chunks, 4 ranks" in proc.stdout
     assert _run("--lr", "0.01", "--epochs", "2", "--executor", "serial", "--json",
                 str(tmp_path / "s.json"),
-                "--checkpoint-dir", str(tmp_path / "s")) == 0  # fmt: skip
+                "--checkpoint", str(tmp_path / "s")) == 0  # fmt: skip
     a = load_checkpoint(str(tmp_path / "d" / "parareal.pt"))
     b = load_checkpoint(str(tmp_path / "s" / "parareal.pt"))
     for k in b["model"]:

@@ -191,3 +191,17 @@ def test_steps_from_a_function():
     assert len(made.steps) == 8 and made.layers == range(8)
     with pytest.raises(ValueError, match="num_steps"):
         LayerParallel(nn.Identity(), lambda k: nn.Linear(D, D), nn.Identity())
+
+
+def test_the_last_batch_is_reported_as_one_result_object():
+    from torchpint.layerparallel import LayerParallel
+
+    torch.manual_seed(0)
+    net = LayerParallel(torch.nn.Linear(3, 4), [torch.nn.Linear(4, 4) for _ in range(8)],
+                        torch.nn.Linear(4, 2), levels=2, cfactor=2).double()
+    net(torch.randn(5, 3, dtype=torch.float64)).sum().backward()
+    r = net.report
+    assert r.fwd_residuals == net.fwd_residuals and len(r.fwd_residuals) == net.fwd_iters
+    assert r.bwd_residuals == net.bwd_residuals and len(r.bwd_residuals) == net.bwd_iters
+    assert set(r.step_counts) == {"forward", "adjoint"}
+    assert r.to_dict()["timings"]["forward_solve"] > 0

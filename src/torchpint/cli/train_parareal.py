@@ -26,6 +26,7 @@ from torchpint.cli._common import (
     add_timeout,
     bounded,
     check_outputs,
+    deprecated_alias,
     is_main,
     local_rank,
     parse_devices,
@@ -95,8 +96,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--baseline", action="store_true",
                    help="also train the original network with the same recipe and compare")
     o = parser.add_argument_group("output")
-    o.add_argument("--checkpoint-dir", default=None, help="write a checkpoint every epoch here")
-    o.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    o.add_argument("--checkpoint", dest="checkpoint_dir", default=None, metavar="DIR",
+                   help="folder of the checkpoints, written every epoch and when a signal "
+                   "stops the run")
+    deprecated_alias(o, "--checkpoint-dir", "--checkpoint", "checkpoint_dir")
+    o.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     o.add_argument("--stop-after", type=bounded(int, 0), default=None,
                    help="stop after this many epochs in this run (continue with --resume)")
     o.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
@@ -121,9 +125,15 @@ def _placement(args: argparse.Namespace) -> tuple[int, list[torch.device] | None
     """The number of chunks, the executor's devices and the device of P, C and Q; joins
     the torchrun process group for the distributed executor."""
     from torchpint.core import init_distributed
+    from torchpint.runtime.comm import world_size
 
     devices = parse_devices(args.devices)
     replicas = args.data_parallel
+    if args.executor != "distributed" and world_size() > 1:
+        raise ValueError(
+            f"under torchrun ({world_size()} processes) --executor {args.executor} would "
+            "train a full copy on every rank, all writing the same files: use --executor "
+            "distributed (one chunk per rank), or run one process")
     if args.executor == "distributed":
         home = devices[local_rank() % len(devices)] if devices else torch.device("cpu")
         if not init_distributed(timeout=args.timeout, device=home):
@@ -184,15 +194,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from torchpint.common.syncbn import convert_sync_batchnorm
-    from torchpint.core.checkpoint import check_fingerprint
     from torchpint.data import make_loaders
     from torchpint.models import build_model
     from torchpint.parareal import parareal_network, process_grid
-    from torchpint.parareal.train import TrainConfig, fit, load_checkpoint
+    from torchpint.runtime.checkpoint import check_fingerprint
+    from torchpint.runtime.files import claim
+    from torchpint.trainer import FitConfig, fit, load_checkpoint
 
     check_outputs(args)
     chunks, devices, home = _placement(args)
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum,
+    if is_main():  # a second live run writing the same checkpoints is refused now
+        for label in ("parareal", "baseline"):
+            if _ckpt(args, label):
+                claim(_ckpt(args, label))
+    cfg = FitConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed)
     data = make_loaders(args.dataset, data_root=args.data_root, image_size=args.image_size,
                         batch_size=args.batch_size, seed=args.seed, num_workers=args.workers)

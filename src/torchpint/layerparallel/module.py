@@ -20,6 +20,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -55,6 +56,21 @@ class ResidualStep(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x, self.h) if self._with_h else x + self.h * self.layer(x)
+
+
+@dataclass(frozen=True)
+class SolveReport:
+    """What the last batch's solves did: the residual history of the forward and of the
+    adjoint solve, their seconds (``forward_solve``, ``adjoint_solve`` and the part spent
+    in the steps), and the steps per level of each."""
+
+    fwd_residuals: list[float]
+    bwd_residuals: list[float]
+    timings: dict[str, float]
+    step_counts: dict[str, list[int]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class LayerParallel(nn.Module, RankAware):
@@ -173,6 +189,12 @@ class LayerParallel(nn.Module, RankAware):
     def layers(self) -> range:
         """The global indices of this rank's step layers (``self.steps``)."""
         return self.layout.layers
+
+    @property
+    def report(self) -> SolveReport:
+        """The last batch's forward and adjoint solves, as one result object."""
+        return SolveReport(list(self.fwd_residuals), list(self.bwd_residuals),
+                           dict(self.timings), {k: list(v) for k, v in self.step_counts.items()})
 
     def fit_comm(self) -> Comm:
         """The ranks holding the slabs of the layers (trainer.RankAware)."""

@@ -352,7 +352,8 @@ def _joining(start: Callable[[], Any], what: str, timeout: float, rank: int) -> 
     try:
         return start()
     except (dist.DistStoreError, dist.DistNetworkError) as err:
-        if "address already in use" in str(err).lower():
+        text = str(err).lower()
+        if any(m in text for m in ("address already in use", "eaddrinuse", "failed to listen")):
             raise  # the port is taken: not a peer's failure
         raise peer_failure(rank, what, err, timeout) from err
 
