@@ -59,3 +59,13 @@ def test_a_second_signal_does_not_wait(handlers):
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGINT)
     signals.clear()
+
+
+def test_installs_nest():
+    before = signal.getsignal(signal.SIGTERM)
+    signals.install()
+    signals.install()  # a command that runs another (the demo)
+    signals.uninstall()
+    assert signal.getsignal(signal.SIGTERM) is not before  # still handled
+    signals.uninstall()
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -15,8 +15,6 @@ import torch
 from torchpint.runtime.files import claim
 from torchpint.runtime.outputs import check_writable, plot_path, write_json
 
-__all__ = ["check_writable", "write_json"]  # re-exported for the subcommands
-
 
 def is_main() -> bool:
     """Rank 0 of the world (torchrun's ``RANK`` before the group is joined), or the only

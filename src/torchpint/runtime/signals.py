@@ -49,7 +49,7 @@ class Interrupted(Exception):
         return f"stopped by {self.name}{at}; {saved}"
 
 
-_state: dict[str, Any] = {"depth": 0, "pending": 0, "installed": False, "previous": {}}
+_state: dict[str, Any] = {"depth": 0, "pending": 0, "installed": 0, "previous": {}}
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
@@ -62,21 +62,26 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 
 def install() -> None:
-    """Handle SIGINT and SIGTERM in this process (main thread only; a no-op elsewhere)."""
-    if _state["installed"] or threading.current_thread() is not threading.main_thread():
+    """Handle SIGINT and SIGTERM in this process (main thread only; a no-op elsewhere).
+    Calls nest (a command that runs others): each :func:`install` is undone by one
+    :func:`uninstall`, and the handlers go with the last."""
+    if threading.current_thread() is not threading.main_thread():
         return
-    for sig in NAMES:
-        _state["previous"][sig] = signal.signal(sig, _handler)
-    _state["installed"] = True
+    if not _state["installed"]:
+        for sig in NAMES:
+            _state["previous"][sig] = signal.signal(sig, _handler)
+    _state["installed"] += 1
 
 
 def uninstall() -> None:
-    """Restore the handlers :func:`install` replaced."""
-    if not _state["installed"]:
+    """Undo one :func:`install`; the last restores the handlers it replaced."""
+    if not _state["installed"] or threading.current_thread() is not threading.main_thread():
         return
-    for sig, old in _state["previous"].items():
-        signal.signal(sig, old)
-    _state.update(installed=False, previous={}, pending=0)
+    _state["installed"] -= 1
+    if _state["installed"] == 0:
+        for sig, old in _state["previous"].items():
+            signal.signal(sig, old)
+        _state.update(previous={}, pending=0)
 
 
 @contextmanager
