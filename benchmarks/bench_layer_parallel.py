@@ -42,7 +42,7 @@ from common import median_quartiles, step_fn, write_json  # this directory is on
 from torchpint.layerparallel import LayerParallel, conv_resnet
 from torchpint.testing import free_port
 
-SOLVER = dict(levels=3, cfactor=4, fwd_iters=2, bwd_iters=1)
+SOLVER = dict(levels=3, cfactor=4, fwd_iterations=2, bwd_iterations=1)
 
 
 def _net(n: int, channels: int, group: Any = None, **kw: Any) -> LayerParallel:

@@ -74,14 +74,14 @@ def test_distributed_training_equals_one_process(world):
 
 
 def _gradient_worker(rank, world):
-    net = _net("world", 12, 2, 2, False, fwd_iters=1, bwd_iters=1)
+    net = _net("world", 12, 2, 2, False, fwd_iterations=1, bwd_iterations=1)
     net(X).square().sum().backward()
     return net.gathered_grads(), net.serial()
 
 
 def test_gradients_live_on_their_owners_and_gather_to_the_serial_order():
     grads, serial = spawn_gloo(_gradient_worker, 3)[0]
-    ref = _net(None, 12, 2, 2, False, fwd_iters=1, bwd_iters=1)
+    ref = _net(None, 12, 2, 2, False, fwd_iterations=1, bwd_iterations=1)
     ref(X).square().sum().backward()
     torch.testing.assert_close(grads, ref.gathered_grads(), rtol=0, atol=1e-12)
     params = [p for p in serial.parameters()]

@@ -31,8 +31,8 @@ def _net(levels: int, cfactor: int, iters: int, relax: str = "F", n: int = 16,
     torch.manual_seed(0)
     steps = [layer() if layer else nn.Sequential(nn.Linear(D, D), nn.Tanh()) for _ in range(n)]
     return LayerParallel(nn.Linear(3, D), steps, nn.Linear(D, 2), T=2.0, levels=levels,
-                         cfactor=cfactor, relax=relax, fwd_iters=iters,
-                         bwd_iters=iters).double()
+                         cfactor=cfactor, relax=relax, fwd_iterations=iters,
+                         bwd_iterations=iters).double()
 
 
 X = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -96,7 +96,7 @@ def test_bad_input_gets_a_clear_error():
                            nn.Identity(), levels=2, cfactor=2).double()
     with pytest.raises(ValueError, match="shape"):
         shrink(torch.zeros(2, D, dtype=torch.float64))
-    with pytest.raises(ValueError, match="fwd_iters"):
+    with pytest.raises(ValueError, match="fwd_iterations"):
         _net(2, 2, 0)
 
 
@@ -123,7 +123,7 @@ def test_batch_norm_statistics_are_updated_once_per_batch_as_serial_training_doe
     """Converged MGRIT with batch norm in the steps trains as the serial network does:
     the same weights and the same running statistics after a few SGD steps."""
     net = LayerParallel(nn.Linear(3, D), _copies(nn.BatchNorm1d(D)), nn.Linear(D, 2), T=2.0,
-                        levels=3, cfactor=2, fwd_iters=20, bwd_iters=20).double()
+                        levels=3, cfactor=2, fwd_iterations=20, bwd_iterations=20).double()
     ref = copy.deepcopy(net).serial()
     for m in (net, ref):
         opt = torch.optim.SGD(m.parameters(), lr=0.1)
@@ -145,8 +145,8 @@ def test_dropout_masks_are_fixed_per_batch_and_layer():
     def net(levels: int) -> LayerParallel:
         torch.manual_seed(5)  # the same mask seed
         return LayerParallel(nn.Linear(3, D), _copies(nn.Dropout(0.3)), nn.Linear(D, 2),
-                             T=2.0, levels=levels, cfactor=2, fwd_iters=20,
-                             bwd_iters=20).double()
+                             T=2.0, levels=levels, cfactor=2, fwd_iterations=20,
+                             bwd_iterations=20).double()
 
     multi, one = net(3), net(1)
     assert multi.keyed_rng and multi.fwd_residuals == []
@@ -201,7 +201,14 @@ def test_the_last_batch_is_reported_as_one_result_object():
                         torch.nn.Linear(4, 2), levels=2, cfactor=2).double()
     net(torch.randn(5, 3, dtype=torch.float64)).sum().backward()
     r = net.report
-    assert r.fwd_residuals == net.fwd_residuals and len(r.fwd_residuals) == net.fwd_iters
-    assert r.bwd_residuals == net.bwd_residuals and len(r.bwd_residuals) == net.bwd_iters
+    assert r.fwd_residuals == net.fwd_residuals and len(r.fwd_residuals) == net.fwd_iterations
+    assert r.bwd_residuals == net.bwd_residuals and len(r.bwd_residuals) == net.bwd_iterations
     assert set(r.step_counts) == {"forward", "adjoint"}
     assert r.to_dict()["timings"]["forward_solve"] > 0
+
+
+def test_old_keyword_spellings_still_work_with_a_deprecation():
+    with pytest.warns(DeprecationWarning, match="fwd_iterations"):
+        net = LayerParallel(nn.Linear(3, 4), [nn.Linear(4, 4) for _ in range(4)],
+                            nn.Linear(4, 2), levels=2, cfactor=2, fwd_iters=3)
+    assert net.fwd_iterations == net.fwd_iters == 3

@@ -15,14 +15,14 @@ def _coarse() -> LayerParallel:
     torch.manual_seed(0)
     steps = [nn.Sequential(nn.Linear(6, 6), nn.Tanh()) for _ in range(4)]
     return LayerParallel(nn.Linear(3, 6), steps, nn.Linear(6, 2), T=1.0, levels=2,
-                         cfactor=2, fwd_iters=3).double()
+                         cfactor=2, fwd_iterations=3).double()
 
 
 def test_each_layer_repeats_in_order_on_the_same_horizon():
     coarse = _coarse()
     fine = refine(coarse, 4)
     assert len(fine.steps) == 16 and fine.T == coarse.T and fine.h == coarse.h / 4
-    assert (fine.levels, fine.cfactor, fine.fwd_iters) == (2, 2, 3)
+    assert (fine.levels, fine.cfactor, fine.fwd_iterations) == (2, 2, 3)
     for k, layer in enumerate(fine.steps):
         src = coarse.steps[k // 4]
         for a, b in zip(layer.parameters(), src.parameters(), strict=True):

@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     net = conv_resnet(args.layers, args.channels, data.in_channels, data.num_classes,
                       data.image_size, T=args.T,
                       levels=args.levels, cfactor=args.cfactor, relax=args.relax,
-                      fwd_iters=args.fwd_iterations, bwd_iters=args.bwd_iterations, group=group,
+                      fwd_iterations=args.fwd_iterations,
+                      bwd_iterations=args.bwd_iterations, group=group,
                       timeout=args.timeout).to(device)
     world = net.comm.size
     serial = None

@@ -20,7 +20,7 @@ def conv_resnet(
     """``open`` (3x3 conv to ``channels``, ReLU), ``steps`` residual steps
     ``u + h ReLU(conv3x3(u))``, ``close`` (flatten, linear: the classifier sees where
     features are, as in TorchBraid's MNIST network); ``options`` go to
-    :class:`LayerParallel` (T, levels, cfactor, relax, fwd_iters, bwd_iters)."""
+    :class:`LayerParallel` (T, levels, cfactor, relax, fwd_iterations, bwd_iterations)."""
     if min(steps, channels, in_channels, num_classes, image_size) < 1:
         raise ValueError("steps, channels, in_channels, num_classes, image_size must be >= 1")
     open_ = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU())

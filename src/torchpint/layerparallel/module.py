@@ -1,10 +1,10 @@
 """``LayerParallel``: a residual network whose forward and backward passes are MGRIT solves
 across its layers (layer-parallel training, Günther et al. 2020; TorchBraid's method).
 
-Forward: ``fwd_iters`` MGRIT iterations on the layers (warm-started from the previous
+Forward: ``fwd_iterations`` MGRIT iterations on the layers (warm-started from the previous
 batch's solution when the shapes match), then one fine sweep from the MGRIT states that
 records each step's graph, ``y_k = Phi_k(x_k)``; the output is ``y_{N-1}``. Backward:
-``bwd_iters`` MGRIT iterations on the adjoint, whose steps are vector-Jacobian products of
+``bwd_iterations`` MGRIT iterations on the adjoint, whose steps are vector-Jacobian products of
 those graphs (coarse ones linearised at the fine states), then the parameter gradients
 ``(dPhi_k / dtheta_k)^T lambda_{k+1}`` from the recorded graphs in one autograd call.
 With one level, or enough iterations, the gradient is ordinary backprop's.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -58,6 +59,15 @@ class ResidualStep(nn.Module):
         return self.layer(x, self.h) if self._with_h else x + self.h * self.layer(x)
 
 
+def _renamed(old: str, old_value: int | None, new: str, value: int) -> int:
+    """``value``, or ``old_value`` given under a keyword's deprecated name."""
+    if old_value is None:
+        return value
+    warnings.warn(f"LayerParallel({old}=...) is deprecated; use {new}=...", DeprecationWarning,
+                  stacklevel=3)
+    return old_value
+
+
 @dataclass(frozen=True)
 class SolveReport:
     """What the last batch's solves did: the residual history of the forward and of the
@@ -88,8 +98,9 @@ class LayerParallel(nn.Module, RankAware):
             C-points).
         relax: ``"F"``, ``"FCF"`` or one per level but the coarsest (default
             TorchBraid's: F on the fine level, FCF on the coarse ones).
-        fwd_iters, bwd_iters: MGRIT iterations per forward and backward pass (TorchBraid's
-            defaults 2 and 1).
+        fwd_iterations, bwd_iterations: MGRIT iterations per forward and backward pass
+            (TorchBraid's defaults 2 and 1; ``fwd_iters``/``bwd_iters`` are their
+            deprecated spellings).
         group: ``None`` (one process), ``"world"`` or a process group: each rank keeps
             its slab of layers (``self.steps``, global indices ``self.layers``); rank 0
             keeps ``open``, the last rank ``close``. Feed every rank the same batches.
@@ -110,13 +121,17 @@ class LayerParallel(nn.Module, RankAware):
         levels: int = 3,
         cfactor: int = 4,
         relax: str | Sequence[str] | None = None,
-        fwd_iters: int = 2,
-        bwd_iters: int = 1,
+        fwd_iterations: int = 2,
+        bwd_iterations: int = 1,
         group: Any = None,
         timeout: float = 300.0,
         keyed_rng: bool | None = None,
+        fwd_iters: int | None = None,
+        bwd_iters: int | None = None,
     ) -> None:
         super().__init__()
+        fwd_iterations = _renamed("fwd_iters", fwd_iters, "fwd_iterations", fwd_iterations)
+        bwd_iterations = _renamed("bwd_iters", bwd_iters, "bwd_iterations", bwd_iterations)
         make = None if isinstance(steps, (nn.Module, Sequence)) else steps
         if make is not None and not callable(make):
             raise TypeError(f"steps must be a list of modules or a function of k, got {steps!r}")
@@ -129,7 +144,8 @@ class LayerParallel(nn.Module, RankAware):
             raise ValueError("LayerParallel needs at least one step layer")
         if not (isinstance(T, (int, float)) and math.isfinite(T) and T > 0):
             raise ValueError(f"T must be a finite number > 0, got {T!r}")
-        for name, k, least in (("fwd_iters", fwd_iters, 1), ("bwd_iters", bwd_iters, 1),
+        for name, k, least in (("fwd_iterations", fwd_iterations, 1),
+                               ("bwd_iterations", bwd_iterations, 1),
                                ("levels", levels, 1), ("cfactor", cfactor, 2)):
             require_int(name, k, least)
         if n % cfactor ** (levels - 1):
@@ -159,7 +175,7 @@ class LayerParallel(nn.Module, RankAware):
                        for r, k in self.layout.edges() if r == rank}
         self.num_steps, self.T, self.levels, self.cfactor = n, float(T), int(levels), int(cfactor)
         self.relax = relax if isinstance(relax, str) else tuple(per_level)
-        self.fwd_iters, self.bwd_iters = int(fwd_iters), int(bwd_iters)
+        self.fwd_iterations, self.bwd_iterations = int(fwd_iterations), int(bwd_iterations)
         self.fwd_residuals: list[float] = []  # of the last forward solve
         self.bwd_residuals: list[float] = []  # of the last adjoint solve
         # seconds of the last batch: each solve's wall time and the part of it spent in
@@ -189,6 +205,16 @@ class LayerParallel(nn.Module, RankAware):
     def layers(self) -> range:
         """The global indices of this rank's step layers (``self.steps``)."""
         return self.layout.layers
+
+    @property
+    def fwd_iters(self) -> int:
+        """The old name of :attr:`fwd_iterations`."""
+        return self.fwd_iterations
+
+    @property
+    def bwd_iters(self) -> int:
+        """The old name of :attr:`bwd_iterations`."""
+        return self.bwd_iterations
 
     @property
     def report(self) -> SolveReport:
@@ -297,7 +323,7 @@ class LayerParallel(nn.Module, RankAware):
             layers = {**self._edges, **dict(zip(self.layers, self.steps, strict=True))}
             problem = ForwardProblem(layers, self.num_steps, self.T, u0)
             problem.seed = self._batch_seed()
-            solver = self._solver(self.fwd_iters, problem, self.comm,
+            solver = self._solver(self.fwd_iterations, problem, self.comm,
                                   self.layout.forward_slabs())
             self._fwd = (problem, solver)
             res = solver.solve(copy=copy)
@@ -319,7 +345,7 @@ class LayerParallel(nn.Module, RankAware):
             res = solver.solve(g, copy=False)
         else:
             adjoint = AdjointProblem(graphs, g)
-            solver = self._solver(self.bwd_iters, adjoint, self._rcomm,
+            solver = self._solver(self.bwd_iterations, adjoint, self._rcomm,
                                   self.layout.adjoint_slabs())
             self._adj = (adjoint, solver)
             res = solver.solve(copy=False)

@@ -22,7 +22,7 @@ def refine(net: LayerParallel, factor: int = 2, **options: Any) -> LayerParallel
     """The network with ``factor`` times as many steps on the same ``[0, T]``: open,
     close and each step layer copied (the layer ``factor`` times in a row), with the
     solver settings of ``net`` unless ``options`` (``levels``, ``cfactor``, ``relax``,
-    ``fwd_iters``, ``bwd_iters``, ``group``...) say otherwise. ``net`` must be whole
+    ``fwd_iterations``, ``bwd_iterations``, ``group``...) say otherwise. ``net`` must be whole
     (one process); pass ``group=`` to spread the refined network over ranks."""
     require_int("factor", factor, 2)
     if net.comm.size > 1:
@@ -32,6 +32,7 @@ def refine(net: LayerParallel, factor: int = 2, **options: Any) -> LayerParallel
         )
     settings = {"T": net.T, "levels": net.levels, "cfactor": net.cfactor,
                 "relax": net.relax if net.levels == options.get("levels", net.levels) else None,
-                "fwd_iters": net.fwd_iters, "bwd_iters": net.bwd_iters, **options}
+                "fwd_iterations": net.fwd_iterations, "bwd_iterations": net.bwd_iterations,
+                **options}
     layers = [copy.deepcopy(m) for m in net.steps for _ in range(factor)]
     return LayerParallel(copy.deepcopy(net.open), layers, copy.deepcopy(net.close), **settings)
