@@ -95,7 +95,7 @@ def _run(command: str, mod: ModuleType, args: argparse.Namespace) -> int:
         return fail(command, "diverged", err, EXIT_DIVERGED, args)
     except PeerError as err:
         return fail(command, "a peer rank failed", err, EXIT_PEER, args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # bad input: the library's typed errors
         return fail(command, "error", err, EXIT_USAGE, args)
     except ModuleNotFoundError as err:  # an optional extra that is not installed
         if err.name is not None and err.name.split(".")[0] == "torchpint":

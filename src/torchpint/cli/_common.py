@@ -31,10 +31,9 @@ def say(*args: Any, **kwargs: Any) -> None:
 def fail(command: str, what: str, err: BaseException | str, code: int,
          args: argparse.Namespace | None = None) -> int:
     """Print ``torchpint COMMAND: WHAT: message`` in one line and return ``code``; a
-    diverged run with ``--json`` also records the error there. Every rank prints its
-    line, prefixed by its rank, when the failure is its own (a peer failure, an
-    interruption); otherwise rank 0 speaks for all. ``TORCHPINT_TRACEBACK=1`` prints the
-    traceback too, for debugging."""
+    diverged run with ``--json`` also records the error there. Under torchrun every rank
+    prints its line, prefixed by its rank. ``TORCHPINT_TRACEBACK=1`` prints the traceback
+    too, for debugging."""
     if os.environ.get("TORCHPINT_TRACEBACK") and isinstance(err, BaseException):
         import traceback
 
@@ -42,7 +41,7 @@ def fail(command: str, what: str, err: BaseException | str, code: int,
     text = " ".join(str(err).split()) if isinstance(err, BaseException) else str(err)
     from torchpint.runtime.comm import world_size
 
-    per_rank = code in (4, 130, 143, 70) and world_size() > 1
+    per_rank = world_size() > 1  # under torchrun every worker says why it stopped
     if is_main() or per_rank:
         who = f"[rank {_rank()}] " if per_rank else ""
         print(f"torchpint {command}: {who}{what}: {text}", file=sys.stderr, flush=True)
