@@ -110,3 +110,25 @@ def test_a_rank_that_dies_is_an_error_on_its_peers():
 def test_more_ranks_than_layers_is_refused():
     with pytest.raises(ValueError, match="every rank needs at least one layer"):
         layer_slabs(2, 3)
+
+
+X2 = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+
+
+def _two_forwards(net: LayerParallel) -> torch.Tensor | None:
+    """Two forwards, one backward, then a backward twice through a retained graph."""
+    (net(X).square().sum() + net(X2).tanh().sum()).backward()
+    loss = net(X).square().sum()
+    loss.backward(retain_graph=True)
+    loss.backward()
+    return net.gathered_grads()
+
+
+def _two_forwards_worker(rank, world):
+    return _two_forwards(_net("world", 16, 3, 2, False, fwd_iterations=2, bwd_iterations=1))
+
+
+def test_two_forwards_and_a_retained_graph_on_two_ranks_equal_one_process():
+    grads = spawn_gloo(_two_forwards_worker, 2)[0]
+    ref = _two_forwards(_net(None, 16, 3, 2, False, fwd_iterations=2, bwd_iterations=1))
+    torch.testing.assert_close(grads, ref, rtol=0, atol=1e-12)

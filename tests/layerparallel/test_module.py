@@ -212,3 +212,99 @@ def test_old_keyword_spellings_still_work_with_a_deprecation():
         net = LayerParallel(nn.Linear(3, 4), [nn.Linear(4, 4) for _ in range(4)],
                             nn.Linear(4, 2), levels=2, cfactor=2, fwd_iters=3)
     assert net.fwd_iterations == net.fwd_iters == 3
+
+
+# -- the module contract: what an ordinary nn.Module allows -----------------------------
+A, B = X, torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+
+
+def _two_forwards(m: nn.Module) -> torch.Tensor:
+    """``(f(m(a)) + f(m(b))).backward()``: both forwards before one backward."""
+    m.zero_grad()
+    (m(A).square().sum() + m(B).tanh().sum()).backward()
+    return torch.cat([p.grad.reshape(-1) for p in m.parameters()])
+
+
+@pytest.mark.parametrize(("levels", "cfactor", "iters", "tol"),
+                         [(1, 2, 1, 1e-12), (2, 4, 20, 1e-9), (3, 2, 20, 1e-9)])
+def test_two_forwards_then_one_backward_is_backprop(levels, cfactor, iters, tol):
+    """Each forward's node keeps its own states and graphs: the second forward (same
+    shape, warm-started from the first) does not overwrite what the first one saved."""
+    net = _net(levels, cfactor, iters)
+    got, want = _two_forwards(net), _two_forwards(net.serial())
+    assert float((got - want).norm() / want.norm()) <= tol
+    torch.testing.assert_close(_two_forwards(net), got, rtol=0, atol=1e-13)  # and again
+
+
+def test_two_forwards_with_dropout_keep_each_batchs_masks():
+    """With keyed masks, the first forward's backward uses the first batch's masks even
+    after the second forward drew others (its coarse adjoint steps, recorded in the
+    backward, too: one adjoint iteration shows them), as backpropagating each alone."""
+    def net() -> LayerParallel:
+        torch.manual_seed(5)
+        return LayerParallel(nn.Linear(3, D), _copies(nn.Dropout(0.3)), nn.Linear(D, 2),
+                             T=2.0, levels=2, cfactor=2, fwd_iterations=2,
+                             bwd_iterations=1).double()
+    together, apart = net(), net()
+    _two_forwards(together)
+    apart.zero_grad()
+    apart(A).square().sum().backward()
+    apart(B).tanh().sum().backward()
+    torch.testing.assert_close(together.gathered_grads(), apart.gathered_grads(), rtol=0,
+                               atol=1e-10)
+
+
+@pytest.mark.parametrize("close", [nn.Identity, lambda: nn.Linear(D, 2)])
+def test_retain_graph_backward_twice_accumulates_as_backprop(close):
+    def run(m: nn.Module, net: LayerParallel) -> torch.Tensor:
+        net.zero_grad()
+        loss = m(A).square().sum()
+        loss.backward(retain_graph=True)
+        loss.backward()
+        with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+            loss.backward()  # torch's error, from our node or one before it
+        return net.gathered_grads()
+
+    torch.manual_seed(0)
+    net = LayerParallel(nn.Linear(3, D), [nn.Sequential(nn.Linear(D, D), nn.Tanh())
+                                          for _ in range(8)], close(), T=2.0, levels=1,
+                        cfactor=2).double()
+    got = run(net, net)
+    once = _run(net.serial())[1]
+    torch.testing.assert_close(got, 2 * once, rtol=0, atol=1e-12)
+
+
+def test_graphs_are_freed_after_backward_and_kept_with_retain_graph():
+    net = _net(2, 4, 2)
+    loss = net(A).square().sum()
+    recorded = net._recorded
+    loss.backward(retain_graph=True)
+    assert recorded() is not None  # kept for the next backward
+    loss.backward()
+    assert recorded() is None  # freed though the loss (and its nodes) live on
+    fine = net._fwd[1]._cycler.U[0]
+    net(B).sum().backward()
+    assert net._fwd[1]._cycler.U[0] is fine  # one forward, one backward: no copy
+    kept = net(A).sum()  # noqa: F841  (its graph lives)
+    net(B).sum().backward()  # the first graph is alive: the solver goes on in a copy
+    assert net._fwd[1]._cycler.U[0] is not fine
+
+
+def test_no_grad_forward_and_state_dict_round_trip():
+    net = _net(3, 2, 20)
+    with torch.no_grad():
+        out = net(A)
+    assert not out.requires_grad
+    torch.testing.assert_close(out, net.serial()(A), rtol=0, atol=1e-9)
+    loss = net(A).square().sum()  # a no-grad forward between a forward and its backward
+    with torch.no_grad():
+        net(B)
+    loss.backward()
+    got = net.gathered_grads()
+    torch.testing.assert_close(got, _run(net.serial())[1], rtol=0, atol=1e-9)
+    other = _net(3, 2, 20)
+    for p in other.parameters():
+        p.data.add_(1.0)
+    other.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(other(A), out, rtol=0, atol=1e-9)

@@ -260,6 +260,13 @@ class MGRIT:
         self._restore(self._ckpt.load_state_dict(state, self.fingerprint(), path))
 
     # -- the solve ----------------------------------------------------------------------
+    def release_fine(self) -> None:
+        """Leave the fine iterate's buffer to whoever holds views of it (a result of
+        ``copy=False``): the solver goes on in a copy of it (so a warm start still starts
+        from it), and the next solve no longer overwrites those views."""
+        fine = self._cycler.U[0].clone()
+        self._cycler.U[0] = self._ckpt.fine = fine
+
     def solve(
         self,
         u0: torch.Tensor | None = None,

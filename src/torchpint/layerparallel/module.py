@@ -185,7 +185,9 @@ class LayerParallel(nn.Module, RankAware):
         self._fwd: tuple[ForwardProblem, MGRIT] | None = None
         self._adj: tuple[AdjointProblem, MGRIT] | None = None
         self._meta: dict[Any, tuple[torch.Size, torch.dtype]] = {}
-        self._recorded: weakref.ref[StepGraphs] | None = None  # the last batch's graphs
+        # the graphs of the last forward with autograd: their states are views of the
+        # forward solver's fine buffer, which the next solve leaves to them while they live
+        self._recorded: weakref.ref[StepGraphs] | None = None
         if keyed_rng is None:
             keyed_rng = any(isinstance(m, _RANDOM) for m in self.steps.modules())
             keyed_rng = bool(self._agree(float(keyed_rng), "max"))
@@ -307,18 +309,20 @@ class LayerParallel(nn.Module, RankAware):
 
     def forward_solve(self, u0: torch.Tensor) -> tuple[ForwardProblem, list[torch.Tensor]]:
         """MGRIT on the steps from ``u0``: the problem and the fine states ``x_k`` of this
-        rank's layers. The solver is kept, and warm-started from the last solution, while
-        the batch shape stays."""
+        rank's layers (views of the solver's fine buffer). The solver is kept, and
+        warm-started from the last solution, while the batch shape stays."""
         t0 = time.perf_counter()
         u0 = u0.detach()
         self._send_edges(u0)
-        # the states stay in the solver's buffers unless a recorded batch still uses them
-        copy = self._recorded is not None and self._recorded() is not None
+        lent = self._recorded is not None and self._recorded() is not None
+        self._recorded = None
         if self._fwd is not None and self._matches(self._fwd[0], u0):
             problem, solver = self._fwd
+            if lent:  # an earlier forward's graphs, not yet backpropagated, use the buffer:
+                solver.release_fine()  # they keep it, the solver goes on in a copy
             problem.prepare(u0)
             problem.seed = self._batch_seed()
-            res = solver.solve(u0, warm_start=True, copy=copy)
+            res = solver.solve(u0, warm_start=True, copy=False)
         else:  # (the new solver steps once per level when built: the seed is set first)
             layers = {**self._edges, **dict(zip(self.layers, self.steps, strict=True))}
             problem = ForwardProblem(layers, self.num_steps, self.T, u0)
@@ -326,7 +330,7 @@ class LayerParallel(nn.Module, RankAware):
             solver = self._solver(self.fwd_iterations, problem, self.comm,
                                   self.layout.forward_slabs())
             self._fwd = (problem, solver)
-            res = solver.solve(copy=copy)
+            res = solver.solve(copy=False)
         self.fwd_residuals = list(res.residuals)
         self.timings = {"forward_solve": time.perf_counter() - t0,
                         "forward_steps": res.timings["step"]}
@@ -437,7 +441,12 @@ def _unflat(layer: nn.Module, flat: torch.Tensor) -> None:
 
 class _Solve(torch.autograd.Function):
     """The steps as one autograd node: the forward MGRIT solve and a fine sweep that
-    records each step's graph; in backward, the adjoint MGRIT solve over those graphs."""
+    records each step's graph; in backward, the adjoint MGRIT solve over those graphs.
+
+    Each call's node owns its graphs and states (a later forward leaves them alone), so
+    several forwards may share one backward; the graphs are freed when autograd frees the
+    node's saved tensors (at the end of a backward without ``retain_graph``), and a
+    second backward then fails as torch's own nodes do."""
 
     @staticmethod
     def forward(ctx: Any, net: LayerParallel, grad: bool, u0: torch.Tensor,
@@ -453,19 +462,31 @@ class _Solve(torch.autograd.Function):
         net._recorded = weakref.ref(graphs)
         ctx.outs = [graphs.record(k, h, update_stats=True)[1] for k in layers]  # fine sweep
         ctx.net, ctx.params, ctx.graphs = net, params, graphs
+        ctx.save_for_backward(u0)  # autograd frees it with the graph: our sign to free ours
         return ctx.outs[-1].detach()
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor):
+        ctx.saved_tensors  # noqa: B018  (a second backward without retain_graph: torch's error)
         net, params, outs = ctx.net, ctx.params, ctx.outs
         lam = net.adjoint_solve(ctx.graphs, g)  # lambda_{k+1} for the layers, reversed
         n = len(outs)
         grads: Sequence[torch.Tensor | None] = ()
         if params:
             lam_next = [lam[n - 1 - j] for j in range(n)]
-            grads = torch.autograd.grad(outs, params, lam_next, allow_unused=True)
-        ctx.graphs = ctx.outs = None  # free the graphs
+            grads = torch.autograd.grad(outs, params, lam_next, allow_unused=True,
+                                        retain_graph=True)
+        torch.autograd.Variable._execution_engine.queue_callback(lambda: _free(ctx))
         return (None, None, lam[n] if len(lam) > n else None, *grads)
+
+
+def _free(ctx: Any) -> None:
+    """At the end of a backward: free the node's graphs unless autograd keeps the graph
+    (``retain_graph=True`` keeps the saved tensors, and with them ours)."""
+    try:
+        ctx.saved_tensors  # noqa: B018
+    except RuntimeError:  # freed: this was the graph's last backward
+        ctx.graphs = ctx.outs = None
 
 
 class _FromLast(torch.autograd.Function):
@@ -475,11 +496,11 @@ class _FromLast(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, comm: Comm, out: torch.Tensor, shape: torch.Size):
         last = comm.size - 1
-        ctx.last, ctx.like = comm.rank == last, out
+        ctx.last, ctx.like = comm.rank == last, (out.shape, out.dtype, out.device)
         buf = out.detach() if comm.rank == last else out.new_zeros(shape)
         return comm.broadcast(buf, last, "the network's output")
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor):
-        like, ctx.like = ctx.like, None
-        return None, (g if ctx.last else torch.zeros_like(like)), None
+        shape, dtype, device = ctx.like
+        return None, (g if ctx.last else torch.zeros(shape, dtype=dtype, device=device)), None

@@ -129,6 +129,7 @@ class StepGraphs:
     def __init__(self, forward: ForwardProblem, states: list[torch.Tensor], first: int = 0
                  ) -> None:
         self.forward, self.states, self.first = forward, states, first  # detached states
+        self.seed = forward.seed  # this batch's masks (the problem's moves on with a batch)
         self._graphs: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def record(self, k: int, h: float, update_stats: bool = False
@@ -136,9 +137,14 @@ class StepGraphs:
         """``(x_k leaf, Phi_k(x_k) with step h)``, recorded once and kept."""
         key = (k, round(h, 15))
         if key not in self._graphs:
-            with torch.enable_grad():
-                x = self.states[k - self.first].detach().requires_grad_(True)
-                self._graphs[key] = (x, self.forward.phi(k, x, h, update_stats))
+            forward, seed = self.forward, self.forward.seed
+            forward.seed = self.seed
+            try:
+                with torch.enable_grad():
+                    x = self.states[k - self.first].detach().requires_grad_(True)
+                    self._graphs[key] = (x, forward.phi(k, x, h, update_stats))
+            finally:
+                forward.seed = seed
         return self._graphs[key]
 
     def vjp(self, k: int, h: float, v: torch.Tensor) -> torch.Tensor:
