@@ -255,3 +255,10 @@ def test_the_communication_rule_can_fail(tmp_path, monkeypatch):
                     "comm.all_reduce(t, 'sum', 'x')\n")
     monkeypatch.setitem(MODULES, "torchpint.core.fine", fine)
     test_only_the_floor_calls_torch_distributed_communication("torchpint.core.fine")
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_modules_stay_small(name):
+    """Small modules with one clear job: no file in src/ over 500 lines."""
+    lines = MODULES[name].read_text().count("\n")
+    assert lines <= 500, f"{name} has {lines} lines; split it by job"

@@ -7,7 +7,8 @@ trained shallow network the start of a deeper one (multilevel initialisation).
 """
 
 from torchpint.layerparallel.models import conv_resnet
-from torchpint.layerparallel.module import LayerParallel, ResidualStep, SolveReport
+from torchpint.layerparallel.module import LayerParallel, ResidualStep
 from torchpint.layerparallel.nested import refine
+from torchpint.layerparallel.report import SolveReport
 
 __all__ = ["LayerParallel", "ResidualStep", "SolveReport", "conv_resnet", "refine"]

@@ -21,7 +21,6 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -38,6 +37,7 @@ from torchpint.layerparallel.problems import (
     StepGraphs,
     takes_step_size,
 )
+from torchpint.layerparallel.report import SolveReport
 from torchpint.runtime.comm import Comm, GroupComm
 from torchpint.trainer import RankAware
 
@@ -66,21 +66,6 @@ def _renamed(old: str, old_value: int | None, new: str, value: int) -> int:
     warnings.warn(f"LayerParallel({old}=...) is deprecated; use {new}=...", DeprecationWarning,
                   stacklevel=3)
     return old_value
-
-
-@dataclass(frozen=True)
-class SolveReport:
-    """What the last batch's solves did: the residual history of the forward and of the
-    adjoint solve, their seconds (``forward_solve``, ``adjoint_solve`` and the part spent
-    in the steps), and the steps per level of each."""
-
-    fwd_residuals: list[float]
-    bwd_residuals: list[float]
-    timings: dict[str, float]
-    step_counts: dict[str, list[int]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class LayerParallel(nn.Module, RankAware):
