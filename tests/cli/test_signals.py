@@ -92,12 +92,16 @@ def test_train_parareal_sigterm_mid_epoch_resumes_exactly(tmp_path):
     assert [h["test_accuracy"] for h in ha] == [h["test_accuracy"] for h in hb]
 
 
-def test_train_layer_parallel_sigterm_mid_epoch_resumes(tmp_path):
-    """Layer-parallel training stops at the next batch and resumes without error (not bit
-    for bit yet: the forward's warm start is not in the checkpoint)."""
+def test_train_layer_parallel_sigterm_mid_epoch_resumes_exactly(tmp_path):
+    """Layer-parallel training stops at the next batch and resumes bit for bit: the
+    forward's warm start is in the checkpoint (the network's extra state)."""
     args = ["train-layer-parallel", "--image-size", "8", "--layers", "4", "--channels", "4",
-            "--levels", "2", "--cfactor", "2", "--batch-size", "16", "--epochs", "3",
-            "--no-progress", "--checkpoint", str(tmp_path / "ck")]  # fmt: skip
+            "--levels", "2", "--cfactor", "2", "--fwd-iterations", "1", "--batch-size", "16",
+            "--epochs", "3", "--no-progress"]  # fmt: skip  (1 iteration: not yet exact)
+    full = tmp_path / "full.json"
+    done = _finish(_launch([*args, "--json", str(full)], 1))
+    assert done[0][0] == 0, done
+    args += ["--checkpoint", str(tmp_path / "ck")]
     procs = _launch(args, 1)
     _wait_for(tmp_path / "ck" / "layer_parallel.pt", procs)
     procs[0].send_signal(signal.SIGTERM)
@@ -107,3 +111,6 @@ def test_train_layer_parallel_sigterm_mid_epoch_resumes(tmp_path):
     assert done[0][0] == 0, done
     r = json.loads((tmp_path / "r.json").read_text())["layer_parallel"]
     assert r["resumed_from_epoch"] == 1 and r["epochs"] == 3
+    ha, hb = json.loads(full.read_text())["layer_parallel"]["history"], r["history"]
+    assert [h["train_loss"] for h in ha] == [h["train_loss"] for h in hb]
+    assert [h["test_accuracy"] for h in ha] == [h["test_accuracy"] for h in hb]

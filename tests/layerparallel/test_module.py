@@ -131,7 +131,8 @@ def test_batch_norm_statistics_are_updated_once_per_batch_as_serial_training_doe
             opt.zero_grad()
             m(X + b).square().sum().backward()
             opt.step()
-    got, want = net.state_dict(), ref.state_dict()
+    got = {k: v for k, v in net.state_dict().items() if k != "_extra_state"}  # warm start
+    want = ref.state_dict()
     assert len(got) == len(want)
     for (k, a), b in zip(got.items(), want.values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9, msg=k)
@@ -308,3 +309,48 @@ def test_no_grad_forward_and_state_dict_round_trip():
     other.load_state_dict(net.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(other(A), out, rtol=0, atol=1e-9)
+
+
+
+def _sgd(net: LayerParallel, opt: torch.optim.Optimizer, batches: range) -> None:
+    for i in batches:
+        opt.zero_grad()
+        (net(X + 0.1 * i) - 1.0).square().mean().backward()
+        opt.step()
+
+
+def _same(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_state_dict_holds_the_warm_start_so_a_resumed_run_goes_on_bit_for_bit(tmp_path):
+    full = _net(3, 2, 1)
+    _sgd(full, torch.optim.SGD(full.parameters(), lr=0.05), range(5))
+    first = _net(3, 2, 1)
+    assert first.state_dict()["_extra_state"] == {"forward": None}  # before the first batch
+    opt = torch.optim.SGD(first.parameters(), lr=0.05)
+    _sgd(first, opt, range(3))
+    torch.save({"net": first.state_dict(), "opt": opt.state_dict()}, tmp_path / "ck.pt")
+    saved = torch.load(tmp_path / "ck.pt", weights_only=True)
+    assert saved["net"]["_extra_state"]["forward"].device.type == "cpu"
+
+    def resume(state: dict) -> LayerParallel:
+        net = _net(3, 2, 1)
+        for p in net.parameters():
+            p.data.add_(1.0)
+        net.load_state_dict(state)
+        opt = torch.optim.SGD(net.parameters(), lr=0.05)
+        opt.load_state_dict(saved["opt"])
+        _sgd(net, opt, range(3, 5))
+        return net
+
+    assert _same(resume(saved["net"]), full)
+    # an old checkpoint, without the warm start: loads (strictly), and starts cold
+    old = {k: v for k, v in saved["net"].items() if k != "_extra_state"}
+    assert not _same(resume(old), full)
+    # a batch of another shape starts cold, as the uninterrupted run would
+    warm, cold = _net(3, 2, 1), _net(3, 2, 1)
+    warm.load_state_dict(saved["net"])
+    cold.load_state_dict(old)
+    with torch.no_grad():
+        assert torch.equal(warm(X[:2]), cold(X[:2]))

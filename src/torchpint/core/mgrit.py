@@ -260,6 +260,12 @@ class MGRIT:
         self._restore(self._ckpt.load_state_dict(state, self.fingerprint(), path))
 
     # -- the solve ----------------------------------------------------------------------
+    @property
+    def fine(self) -> torch.Tensor:
+        """This rank's fine iterate (its ghost point's row, then its points'): what
+        ``solve(warm_start=True)`` starts from; copy into it to set a warm start."""
+        return self._cycler.U[0]
+
     def release_fine(self) -> None:
         """Leave the fine iterate's buffer to whoever holds views of it (a result of
         ``copy=False``): the solver goes on in a copy of it (so a warm start still starts

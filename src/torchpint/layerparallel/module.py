@@ -2,8 +2,9 @@
 across its layers (layer-parallel training, Günther et al. 2020; TorchBraid's method).
 
 Forward: ``fwd_iterations`` MGRIT iterations on the layers (warm-started from the previous
-batch's solution when the shapes match), then one fine sweep from the MGRIT states that
-records each step's graph, ``y_k = Phi_k(x_k)``; the output is ``y_{N-1}``. Backward:
+batch's solution when the shapes match; that warm start is the module's extra state, in
+``state_dict()``, so a resumed run goes on bit for bit), then one fine sweep from the MGRIT
+states that records each step's graph, ``y_k = Phi_k(x_k)``; the output is ``y_{N-1}``. Backward:
 ``bwd_iterations`` MGRIT iterations on the adjoint, whose steps are vector-Jacobian products of
 those graphs (coarse ones linearised at the fine states), then the parameter gradients
 ``(dPhi_k / dtheta_k)^T lambda_{k+1}`` from the recorded graphs in one autograd call.
@@ -30,6 +31,7 @@ from torchpint.common.seeds import mix_seed
 from torchpint.core import MGRIT
 from torchpint.core.grid import Grid, require_int
 from torchpint.core.mgrit import relaxation_per_level
+from torchpint.layerparallel.functions import FromLast, Solve
 from torchpint.layerparallel.layout import Layout
 from torchpint.layerparallel.problems import (
     AdjointProblem,
@@ -170,6 +172,8 @@ class LayerParallel(nn.Module, RankAware):
         self._fwd: tuple[ForwardProblem, MGRIT] | None = None
         self._adj: tuple[AdjointProblem, MGRIT] | None = None
         self._meta: dict[Any, tuple[torch.Size, torch.dtype]] = {}
+        self._warm: torch.Tensor | None = None  # a loaded warm start, for the next solver
+        self.register_load_state_dict_pre_hook(_old_checkpoint)
         # the graphs of the last forward with autograd: their states are views of the
         # forward solver's fine buffer, which the next solve leaves to them while they live
         self._recorded: weakref.ref[StepGraphs] | None = None
@@ -315,7 +319,11 @@ class LayerParallel(nn.Module, RankAware):
             solver = self._solver(self.fwd_iterations, problem, self.comm,
                                   self.layout.forward_slabs())
             self._fwd = (problem, solver)
-            res = solver.solve(copy=False)
+            warm, self._warm = self._warm, None  # loaded: the last solve's, if it fits
+            fits = warm is not None and warm.shape == solver.fine.shape
+            if fits:
+                solver.fine.copy_(warm)
+            res = solver.solve(warm_start=fits, copy=False)
         self.fwd_residuals = list(res.residuals)
         self.timings = {"forward_solve": time.perf_counter() - t0,
                         "forward_steps": res.timings["step"]}
@@ -345,6 +353,18 @@ class LayerParallel(nn.Module, RankAware):
         self.step_counts["adjoint"] = list(res.step_counts)
         rows = _rows(res)
         return rows + [res.u[-1].clone()] if self.comm.rank == 0 else rows  # (dL/du_0 leaves)
+
+    def get_extra_state(self) -> dict[str, torch.Tensor | None]:
+        """This rank's warm start of the next forward solve: the last one's fine iterate
+        (its slab), on the CPU; ``None`` before the first. (The adjoint starts cold.)"""
+        if self._fwd is None:
+            return {"forward": self._warm}
+        return {"forward": self._fwd[1].fine.detach().to("cpu", copy=True)}
+
+    def set_extra_state(self, state: dict[str, torch.Tensor | None]) -> None:
+        """The next forward solve starts from ``state``'s warm start where its shape fits
+        the batch, else cold, as it would have after the run that saved it."""
+        self._fwd, self._warm = None, state.get("forward")
 
     def _batch_seed(self) -> int | None:
         """This batch's mask seed (the batch count moves on with each training forward)."""
@@ -377,12 +397,12 @@ class LayerParallel(nn.Module, RankAware):
         if not u0.requires_grad:  # so every rank joins the backward solve
             u0 = u0.detach().requires_grad_(grad)
         params = [p for p in self.steps.parameters() if p.requires_grad]
-        y = _Solve.apply(self, grad, u0, *params)
+        y = Solve.apply(self, grad, u0, *params)
         if self.comm.size == 1:
             return self.close(y)
         out = self.close(y) if rank == last else y
         shape, _ = self._told(("output", key), out if rank == last else None, last)
-        return _FromLast.apply(self.comm, out, shape)
+        return FromLast.apply(self.comm, out, shape)
 
     def _told(self, key: Any, t: torch.Tensor | None, src: int) -> tuple[torch.Size, torch.dtype]:
         """The shape and dtype of rank ``src``'s ``t``, on every rank (once per ``key``)."""
@@ -395,6 +415,12 @@ class LayerParallel(nn.Module, RankAware):
             dims = msg[2 : 2 + int(msg[1])].tolist()
             self._meta[key] = (torch.Size(dims), _DTYPES[int(msg[0])])
         return self._meta[key]
+
+
+def _old_checkpoint(module: nn.Module, state: dict[str, Any], prefix: str,
+                    *_: Any) -> None:
+    """A state dict saved before the warm start was in it loads, the next solve cold."""
+    state.setdefault(prefix + "_extra_state", {"forward": None})
 
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.complex64,
@@ -422,70 +448,3 @@ def _unflat(layer: nn.Module, flat: torch.Tensor) -> None:
         for t in _tensors(layer):
             t.copy_(flat[i:i + t.numel()].view_as(t))
             i += t.numel()
-
-
-class _Solve(torch.autograd.Function):
-    """The steps as one autograd node: the forward MGRIT solve and a fine sweep that
-    records each step's graph; in backward, the adjoint MGRIT solve over those graphs.
-
-    Each call's node owns its graphs and states (a later forward leaves them alone), so
-    several forwards may share one backward; the graphs are freed when autograd frees the
-    node's saved tensors (at the end of a backward without ``retain_graph``), and a
-    second backward then fails as torch's own nodes do."""
-
-    @staticmethod
-    def forward(ctx: Any, net: LayerParallel, grad: bool, u0: torch.Tensor,
-                *params: torch.Tensor):
-        problem, states = net.forward_solve(u0)
-        h, layers = net.h, net.layers
-        if not grad:  # inference: no graphs to keep (in training mode, a sweep for the
-            with torch.no_grad():  # batch norm statistics)
-                swept = layers if net.training else layers[-1:]
-                outs = [problem.phi(k, states[k - layers.start], h, True) for k in swept]
-                return outs[-1]
-        graphs = StepGraphs(problem, states, layers.start)
-        net._recorded = weakref.ref(graphs)
-        ctx.outs = [graphs.record(k, h, update_stats=True)[1] for k in layers]  # fine sweep
-        ctx.net, ctx.params, ctx.graphs = net, params, graphs
-        ctx.save_for_backward(u0)  # autograd frees it with the graph: our sign to free ours
-        return ctx.outs[-1].detach()
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor):
-        ctx.saved_tensors  # noqa: B018  (a second backward without retain_graph: torch's error)
-        net, params, outs = ctx.net, ctx.params, ctx.outs
-        lam = net.adjoint_solve(ctx.graphs, g)  # lambda_{k+1} for the layers, reversed
-        n = len(outs)
-        grads: Sequence[torch.Tensor | None] = ()
-        if params:
-            lam_next = [lam[n - 1 - j] for j in range(n)]
-            grads = torch.autograd.grad(outs, params, lam_next, allow_unused=True,
-                                        retain_graph=True)
-        torch.autograd.Variable._execution_engine.queue_callback(lambda: _free(ctx))
-        return (None, None, lam[n] if len(lam) > n else None, *grads)
-
-
-def _free(ctx: Any) -> None:
-    """At the end of a backward: free the node's graphs unless autograd keeps the graph
-    (``retain_graph=True`` keeps the saved tensors, and with them ours)."""
-    try:
-        ctx.saved_tensors  # noqa: B018
-    except RuntimeError:  # freed: this was the graph's last backward
-        ctx.graphs = ctx.outs = None
-
-
-class _FromLast(torch.autograd.Function):
-    """The last rank's output on every rank; backward, the last rank's gradient alone
-    (the loss is the last rank's; the others' copies carry no gradient)."""
-
-    @staticmethod
-    def forward(ctx: Any, comm: Comm, out: torch.Tensor, shape: torch.Size):
-        last = comm.size - 1
-        ctx.last, ctx.like = comm.rank == last, (out.shape, out.dtype, out.device)
-        buf = out.detach() if comm.rank == last else out.new_zeros(shape)
-        return comm.broadcast(buf, last, "the network's output")
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor):
-        shape, dtype, device = ctx.like
-        return None, (g if ctx.last else torch.zeros(shape, dtype=dtype, device=device)), None

@@ -71,7 +71,8 @@ def _agree(comm: Comm, flag: bool, how: str) -> bool:
 
 def _state_is_finite(model: nn.Module, comm: Comm) -> bool:
     finite = all(bool(torch.isfinite(t).all())
-                 for t in model.state_dict().values() if t.is_floating_point())
+                 for t in model.state_dict().values()
+                 if torch.is_tensor(t) and t.is_floating_point())
     return _agree(comm, finite, "min")
 
 

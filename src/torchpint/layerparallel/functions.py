@@ -1,0 +1,83 @@
+"""The autograd nodes of :class:`~torchpint.layerparallel.LayerParallel`: the MGRIT solves
+across the layers as one node, and the last rank's output broadcast to every rank."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from torchpint.layerparallel.problems import StepGraphs
+from torchpint.runtime.comm import Comm
+
+if TYPE_CHECKING:
+    from torchpint.layerparallel.module import LayerParallel
+
+
+class Solve(torch.autograd.Function):
+    """The steps as one autograd node: the forward MGRIT solve and a fine sweep that
+    records each step's graph; in backward, the adjoint MGRIT solve over those graphs.
+
+    Each call's node owns its graphs and states (a later forward leaves them alone), so
+    several forwards may share one backward; the graphs are freed when autograd frees the
+    node's saved tensors (at the end of a backward without ``retain_graph``), and a
+    second backward then fails as torch's own nodes do."""
+
+    @staticmethod
+    def forward(ctx: Any, net: LayerParallel, grad: bool, u0: torch.Tensor,
+                *params: torch.Tensor):
+        problem, states = net.forward_solve(u0)
+        h, layers = net.h, net.layers
+        if not grad:  # inference: no graphs to keep (in training mode, a sweep for the
+            with torch.no_grad():  # batch norm statistics)
+                swept = layers if net.training else layers[-1:]
+                outs = [problem.phi(k, states[k - layers.start], h, True) for k in swept]
+                return outs[-1]
+        graphs = StepGraphs(problem, states, layers.start)
+        net._recorded = weakref.ref(graphs)
+        ctx.outs = [graphs.record(k, h, update_stats=True)[1] for k in layers]  # fine sweep
+        ctx.net, ctx.params, ctx.graphs = net, params, graphs
+        ctx.save_for_backward(u0)  # autograd frees it with the graph: our sign to free ours
+        return ctx.outs[-1].detach()
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor):
+        ctx.saved_tensors  # noqa: B018  (a second backward without retain_graph: torch's error)
+        net, params, outs = ctx.net, ctx.params, ctx.outs
+        lam = net.adjoint_solve(ctx.graphs, g)  # lambda_{k+1} for the layers, reversed
+        n = len(outs)
+        grads: Sequence[torch.Tensor | None] = ()
+        if params:
+            lam_next = [lam[n - 1 - j] for j in range(n)]
+            grads = torch.autograd.grad(outs, params, lam_next, allow_unused=True,
+                                        retain_graph=True)
+        torch.autograd.Variable._execution_engine.queue_callback(lambda: _free(ctx))
+        return (None, None, lam[n] if len(lam) > n else None, *grads)
+
+
+def _free(ctx: Any) -> None:
+    """At the end of a backward: free the node's graphs unless autograd keeps the graph
+    (``retain_graph=True`` keeps the saved tensors, and with them ours)."""
+    try:
+        ctx.saved_tensors  # noqa: B018
+    except RuntimeError:  # freed: this was the graph's last backward
+        ctx.graphs = ctx.outs = None
+
+
+class FromLast(torch.autograd.Function):
+    """The last rank's output on every rank; backward, the last rank's gradient alone
+    (the loss is the last rank's; the others' copies carry no gradient)."""
+
+    @staticmethod
+    def forward(ctx: Any, comm: Comm, out: torch.Tensor, shape: torch.Size):
+        last = comm.size - 1
+        ctx.last, ctx.like = comm.rank == last, (out.shape, out.dtype, out.device)
+        buf = out.detach() if comm.rank == last else out.new_zeros(shape)
+        return comm.broadcast(buf, last, "the network's output")
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor):
+        shape, dtype, device = ctx.like
+        return None, (g if ctx.last else torch.zeros(shape, dtype=dtype, device=device)), None
