@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(command: str, mod: ModuleType, args: argparse.Namespace) -> int:
-    from torchpint.cli._common import fail
+    import signal
+
+    from torchpint.cli._common import checkpoint_path, fail
     from torchpint.core import DivergenceError
     from torchpint.runtime import signals
     from torchpint.runtime.comm import PeerError
@@ -89,8 +91,8 @@ def _run(command: str, mod: ModuleType, args: argparse.Namespace) -> int:
     except signals.Interrupted as err:
         return fail(command, "interrupted", err, err.exit_code, args)
     except KeyboardInterrupt:
-        return fail(command, "interrupted", signals.Interrupted(2, checkpoint=_saved(args)),
-                    EXIT_INTERRUPTED, args)
+        stopped = signals.Interrupted(signal.SIGINT, checkpoint=checkpoint_path(args))
+        return fail(command, "interrupted", stopped, EXIT_INTERRUPTED, args)
     except DivergenceError as err:
         return fail(command, "diverged", err, EXIT_DIVERGED, args)
     except PeerError as err:
@@ -111,10 +113,6 @@ def _run(command: str, mod: ModuleType, args: argparse.Namespace) -> int:
         return _internal(command, err, args)
     finally:
         signals.uninstall()
-
-
-def _saved(args: argparse.Namespace) -> str | None:
-    return getattr(args, "checkpoint", None) or getattr(args, "checkpoint_dir", None)
 
 
 def _is_out_of_memory(err: BaseException) -> bool:

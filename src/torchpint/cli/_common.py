@@ -69,9 +69,8 @@ def save_outputs(args: argparse.Namespace, data: Any, plot: Callable[[str], None
         write_json(args.json, data)
         say(f"wrote {args.json}")
     if getattr(args, "plot", None):
-        path = str(plot_path(args.plot))
-        plot(path)
-        say(f"wrote {path}")
+        plot(args.plot)
+        say(f"wrote {args.plot}")
 
 
 def bounded(kind: type = float, low: float | None = None, high: float | None = None, *,
@@ -105,10 +104,15 @@ POSITIVE = bounded(float, 0, low_open=True)
 COUNT = bounded(int, 1)  # a count of steps, iterations, epochs, threads...
 
 
+def checkpoint_path(args: argparse.Namespace) -> str | None:
+    """The subcommand's ``--checkpoint``: a file, or a folder of one file per model."""
+    return getattr(args, "checkpoint", None) or getattr(args, "checkpoint_dir", None)
+
+
 def check_outputs(args: argparse.Namespace) -> None:
-    """Before any work: every output option of the subcommand can be written, and
-    ``--resume`` has a checkpoint to continue."""
-    saved = getattr(args, "checkpoint", None) or getattr(args, "checkpoint_dir", None)
+    """Before any work: every output option of the subcommand can be written, ``--resume``
+    has a checkpoint to continue, and no other live run writes the same checkpoint."""
+    saved = checkpoint_path(args)
     if getattr(args, "resume", False) and not saved:
         flag = "--checkpoint PATH" if hasattr(args, "checkpoint") else "--checkpoint DIR"
         raise ValueError(f"--resume needs {flag} (the run to continue)")
@@ -116,10 +120,10 @@ def check_outputs(args: argparse.Namespace) -> None:
         check_writable(getattr(args, name, None))
     if getattr(args, "plot", None):
         args.plot = str(plot_path(args.plot))  # a format matplotlib writes, .png if none
-    if getattr(args, "checkpoint", None) and is_main():
-        claim(args.checkpoint)  # a second live run writing the same file is refused now
     for name in ("checkpoint_dir", "out"):
         check_writable(getattr(args, name, None), folder=True)
+    if saved and is_main():
+        claim(saved)  # a second live run writing the same checkpoint is refused now
 
 
 class _Deprecated(argparse.Action):

@@ -42,6 +42,7 @@ from torchpint.parareal.train import SCHEDULES
 
 MEMORY_HINT = "--batch-size or --image-size (or the model's --width/--depth)"
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``train-parareal`` options."""
     m = parser.add_argument_group("model and split")
@@ -198,15 +199,10 @@ def _train(args: argparse.Namespace) -> int:
     from torchpint.models import build_model
     from torchpint.parareal import parareal_network, process_grid
     from torchpint.runtime.checkpoint import check_fingerprint
-    from torchpint.runtime.files import claim
     from torchpint.trainer import FitConfig, fit, load_checkpoint
 
     check_outputs(args)
     chunks, devices, home = _placement(args)
-    if is_main():  # a second live run writing the same checkpoints is refused now
-        for label in ("parareal", "baseline"):
-            if _ckpt(args, label):
-                claim(_ckpt(args, label))
     cfg = FitConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed)
     data = make_loaders(args.dataset, data_root=args.data_root, image_size=args.image_size,

@@ -362,14 +362,12 @@ class MGRIT:
                     if self.callback is not None:
                         self.callback(self._iteration, res)
                     done = converged or (fixed and self._iteration == self.max_iter)
-                    save = checkpoint is not None and (done or self._iteration % max(1, every) == 0)
-                    if save:
+                    sig = signals.poll(self.comm) if outer else 0  # SIGINT/SIGTERM, any rank
+                    due = done or sig or self._iteration % max(1, every) == 0
+                    if checkpoint is not None and due:
                         atomic_save(self.state_dict(), self._ckpt.path(checkpoint))
-                    sig = signals.poll(self.comm) if outer else 0
-                    if sig:  # SIGINT/SIGTERM on some rank: every rank stops here
+                    if sig:  # every rank stops here, its checkpoint written
                         signals.clear()
-                        if checkpoint is not None and not save:
-                            atomic_save(self.state_dict(), self._ckpt.path(checkpoint))
                         raise signals.Interrupted(
                             sig, f"MGRIT iteration {self._iteration}",
                             None if checkpoint is None else str(checkpoint))

@@ -227,14 +227,8 @@ class GroupComm(Comm):
             self._wait(work, f"sending {what} to rank {self._global(dst)}", dst)
 
     def all_reduce(self, t: torch.Tensor, op: str, what: str) -> torch.Tensor:
-        wire = self._wire(t).clone()
-        what = f"all-reduce of {what}"
-        work = self._post(
-            lambda: dist.all_reduce(wire, op=self._ops[op], group=self.group, async_op=True),
-            what, None,
-        )
-        self._wait(work, what)
-        return wire.to(t.device)
+        """``t`` reduced over the ranks, in a new tensor (``t`` is left as it is)."""
+        return self.all_reduce_(t.detach().clone(), op, what)
 
     @torch.no_grad()
     def all_reduce_(self, t: torch.Tensor, op: str, what: str) -> torch.Tensor:
@@ -266,14 +260,8 @@ class GroupComm(Comm):
         return torch.stack(parts).to(t.device)
 
     def broadcast(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
-        wire = self._wire(t).clone()
-        what = f"broadcast of {what} from rank {self._global(src)}"
-        work = self._post(
-            lambda: dist.broadcast(wire, self._global(src), group=self.group, async_op=True),
-            what, None,
-        )
-        self._wait(work, what)
-        return wire.to(t.device)
+        """Rank ``src``'s ``t``, in a new tensor (``t`` is left as it is)."""
+        return self.broadcast_(t.detach().clone(), src, what)
 
     @torch.no_grad()
     def broadcast_(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:

@@ -100,11 +100,11 @@ def claim(path: str | os.PathLike) -> None:
     import fcntl
 
     lock = lock_file(path)
-    key = os.fspath(lock.resolve() if lock.parent.exists() else lock.absolute())
-    if key in _HELD:
-        return
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
+        key = os.fspath(lock.resolve())
+        if key in _HELD:
+            return
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:
         raise write_error(path, err) from err
@@ -114,6 +114,7 @@ def claim(path: str | os.PathLike) -> None:
         if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             os.close(fd)
             raise write_error(path, err) from err
+        owner = ""
         with suppress(OSError):
             owner = os.pread(fd, 200, 0).decode(errors="replace").strip()
         os.close(fd)
@@ -130,9 +131,7 @@ def claim(path: str | os.PathLike) -> None:
 def release(path: str | os.PathLike) -> None:
     """Give up the claim on ``path`` and remove its lock file (a no-op if this process
     holds none)."""
-    lock = lock_file(path)
-    for key in (os.fspath(lock.absolute()), os.fspath(lock.resolve())):
-        _drop(key)
+    _drop(os.fspath(lock_file(path).resolve()))
 
 
 def _drop(key: str) -> None:

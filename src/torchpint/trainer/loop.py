@@ -224,6 +224,7 @@ def fit(
                             "rows": 0.0, "times": [], "elapsed": 0.0}
             times: list[float] = list(p["times"])
             t_epoch = time.perf_counter() - float(p["elapsed"])
+            stop = 0  # a signal seen at this epoch's last batch
             bar = tqdm(total=steps, initial=skip, desc=f"{label} {epoch + 1}/{cfg.epochs}",
                        disable=not (progress and main), leave=False, dynamic_ncols=True)
             try:
@@ -264,20 +265,17 @@ def fit(
                     bar.update(1)
                     bar.set_postfix(loss=f"{p['loss'] / p['rows']:.3f}",
                                     acc=f"{100 * p['correct'] / p['rows']:.1f}")
-                    sig = signals.poll(r.comm) if outer else 0
-                    if sig:
+                    stop = signals.poll(r.comm) if outer else 0
+                    if stop:
                         signals.clear()
-                        if checkpoint and i + 1 < steps:
+                        if checkpoint and i + 1 == steps:
+                            break  # the epoch's own checkpoint below is the one to resume
+                        if checkpoint:
                             p.update(times=times, elapsed=time.perf_counter() - t_epoch)
                             r.save(epoch, i + 1, p)
-                        elif checkpoint:
-                            sig_at_end = sig
-                            break
                         raise signals.Interrupted(
-                            sig, f"epoch {epoch + 1}/{cfg.epochs}, batch {i + 1}/{steps}",
+                            stop, f"epoch {epoch + 1}/{cfg.epochs}, batch {i + 1}/{steps}",
                             r.path if checkpoint else None)
-                else:
-                    sig_at_end = 0
             finally:
                 bar.close()
             skip, partial = 0, None
@@ -303,10 +301,10 @@ def fit(
                     f"step {1e3 * stats.step_time_s:.1f} ms  ({stats.epoch_time_s:.1f} s)")
             if checkpoint:
                 r.save(epoch + 1)
-            sig = sig_at_end or (signals.poll(r.comm) if outer else 0)
-            if sig:
+            stop = stop or (signals.poll(r.comm) if outer else 0)
+            if stop:
                 signals.clear()
-                raise signals.Interrupted(sig, f"the end of epoch {epoch + 1}/{cfg.epochs}",
+                raise signals.Interrupted(stop, f"the end of epoch {epoch + 1}/{cfg.epochs}",
                                           r.path if checkpoint else None)
     if not checkpoint:
         r.synchronize()
