@@ -112,3 +112,15 @@ def test_a_second_live_writer_is_refused_and_a_dead_ones_lock_is_not(tmp_path):
     assert load_checkpoint(path)["x"] == 1 and lock_file(path).exists()
     release(path)
     assert not lock_file(path).exists()  # nothing left beside the checkpoint
+
+
+def test_claims_made_inside_a_scope_are_released_on_leaving(tmp_path):
+    from torchpint.runtime.files import claims
+
+    outer, inner = tmp_path / "outer.pt", tmp_path / "inner.pt"
+    claim(outer)
+    with claims():
+        claim(inner)
+        assert lock_file(inner).exists()
+    assert not lock_file(inner).exists() and lock_file(outer).exists()
+    release(outer)

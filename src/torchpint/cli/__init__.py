@@ -84,10 +84,12 @@ def _run(command: str, mod: ModuleType, args: argparse.Namespace) -> int:
     from torchpint.core import DivergenceError
     from torchpint.runtime import signals
     from torchpint.runtime.comm import PeerError
+    from torchpint.runtime.files import claims
 
     signals.install()
     try:
-        return int(mod.run(args) or 0)
+        with claims():  # the command's checkpoints are free again when it ends
+            return int(mod.run(args) or 0)
     except signals.Interrupted as err:
         return fail(command, "interrupted", err, err.exit_code, args)
     except KeyboardInterrupt:
