@@ -67,23 +67,26 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``torchpint`` with ``argv`` (default: the process's) and return the exit code."""
+    """Run ``torchpint`` with ``argv`` (default: the process's) and return the exit code.
+    Called as the process's entry (``argv`` None), a peer failure ends the process at once
+    with its code (:func:`~torchpint.runtime.comm.abandon`)."""
+    entry = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser(argv).parse_args(argv)
     except SystemExit as stop:  # --help (0) or a usage error argparse printed (2)
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
     mod: ModuleType = args._module
-    return _run(args.command, mod, args)
+    return _run(args.command, mod, args, entry)
 
 
-def _run(command: str, mod: ModuleType, args: argparse.Namespace) -> int:
+def _run(command: str, mod: ModuleType, args: argparse.Namespace, entry: bool) -> int:
     import signal
 
     from torchpint.cli._common import checkpoint_path, fail
     from torchpint.core import DivergenceError
     from torchpint.runtime import signals
-    from torchpint.runtime.comm import PeerError
+    from torchpint.runtime.comm import PeerError, abandon
     from torchpint.runtime.files import claims
 
     signals.install()
@@ -98,7 +101,10 @@ def _run(command: str, mod: ModuleType, args: argparse.Namespace) -> int:
     except DivergenceError as err:
         return fail(command, "diverged", err, EXIT_DIVERGED, args)
     except PeerError as err:
-        return fail(command, "a peer rank failed", err, EXIT_PEER, args)
+        code = fail(command, "a peer rank failed", err, EXIT_PEER, args)
+        if entry:  # before the error's frames, holding Gloo's pending work, are freed
+            abandon(code)
+        return code
     except (ValueError, FileNotFoundError) as err:  # bad input: the library's typed errors
         return fail(command, "error", err, EXIT_USAGE, args)
     except ModuleNotFoundError as err:  # an optional extra that is not installed

@@ -11,12 +11,14 @@ this floor calls ``torch.distributed``'s communication functions (an architectur
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pickle
+import sys
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -400,6 +402,20 @@ def init_distributed(
     atexit.unregister(leave)  # once, however often a process joins
     atexit.register(leave)
     return True
+
+
+def abandon(code: int) -> NoReturn:
+    """End the process with ``code`` now, without tearing the process group down. After a
+    peer failed, Gloo's threads may still wait on it, and destroying them aborts the
+    process (SIGABRT: "terminate called without an active exception"), which would lose
+    the exit code. Claims are released and the streams flushed first."""
+    from torchpint.runtime.files import release_all
+
+    release_all()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def leave() -> None:

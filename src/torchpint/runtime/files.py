@@ -155,7 +155,8 @@ def claims() -> Iterator[None]:
 
 
 @atexit.register
-def _release_all() -> None:
-    """At exit, no lock files are left behind (the kernel drops the locks anyway)."""
+def release_all() -> None:
+    """Release every claim this process holds, so that no lock file is left behind. Run
+    at exit (the kernel drops the locks anyway) and by :func:`comm.abandon`."""
     for key in list(_HELD):
         _drop(key)
