@@ -415,3 +415,68 @@ def test_fixed_iterations_checkpoint_at_the_end_and_resume_to_a_larger_count(tmp
     assert rest.residuals == full.residuals and torch.equal(rest.u, full.u)
     again = MGRIT(p, iterations=5).solve(checkpoint=ckpt, resume=True)
     assert again.iterations == 5 and torch.equal(again.u, full.u)  # nothing left to do
+
+
+# -- XBraid's skip and the final sweep ------------------------------------------------------
+SKIP_KW = dict(levels=3, cfactor=4, relax=("F", "FCF"))
+
+
+def test_skip_does_no_work_on_the_first_way_down():
+    """One skipped iteration at N = 32, m = 4: the coarsest solve (2), level 1's F-relaxation
+    after its correction (6), the fine F-relaxation (24) and the residual (8): the adjoint's
+    minimum in the design notes, where the unskipped iteration also relaxes on the way down."""
+    p = AllenCahn(nt=32, nx=9)
+    skipped = MGRIT(p, iterations=1, skip=True, **SKIP_KW).solve()
+    assert skipped.step_counts == [32, 6, 2]
+    plain = MGRIT(p, iterations=1, **SKIP_KW).solve()
+    assert plain.step_counts[0] > 32 and plain.step_counts[1] > 6
+
+
+@pytest.mark.parametrize("kw", [dict(cycle="V"), dict(cycle="F"),
+                                dict(levels=2, cfactor=8, relax="F")])
+def test_skip_converges_to_serial_time_stepping(kw):
+    p = AllenCahn(nt=64, nx=17)
+    res = MGRIT(p, skip=True, **{**SKIP_KW, **kw}).solve()
+    assert res.converged and _close(res.u, serial_solve(p))
+
+
+def test_skip_discards_a_warm_start():
+    """The first iteration's coarse solve replaces the fine C-values, and the F-relaxation
+    from them the rest: whatever the fine iterate held, the solve is the same."""
+    p = AllenCahn(nt=32, nx=9)
+    solver = MGRIT(p, iterations=2, skip=True, **SKIP_KW)
+    cold = solver.solve()
+    solver.fine.normal_()
+    warm = solver.solve(warm_start=True)
+    assert torch.equal(warm.u, cold.u) and warm.residuals == cold.residuals
+
+
+def test_skip_is_in_the_fingerprint_only_when_on():
+    p = Dahlquist(nt=16)
+    assert "skip" not in MGRIT(p, levels=2).fingerprint()["solver"]
+    assert MGRIT(p, levels=2, skip=True).fingerprint()["solver"]["skip"] is True
+
+
+class _Recording(Dahlquist):
+    """Dahlquist whose final-sweep steps are logged, with the step index."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.final: list[int] = []
+
+    def final_step(self, u, i):
+        self.final.append(i)
+        return super().final_step(u, i)
+
+
+@pytest.mark.parametrize("kw", [SKIP_KW, dict(levels=2, cfactor=4, relax="FCF"),
+                                dict(levels=1), dict(cycle="F", levels=3, cfactor=2)])
+def test_the_final_sweep_takes_every_fine_step_once_in_the_last_iteration(kw):
+    p = _Recording(nt=32)
+    res = MGRIT(p, iterations=3, **kw).solve()
+    assert sorted(p.final) == list(range(32))
+    ref = MGRIT(Dahlquist(nt=32), iterations=3, **kw).solve()  # the base final_step: step
+    assert torch.equal(res.u, ref.u) and res.residuals == ref.residuals
+    p.final.clear()
+    MGRIT(p, **kw).solve()  # to a tolerance: no iteration is known to be the last
+    assert p.final == []

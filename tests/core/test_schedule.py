@@ -85,3 +85,16 @@ def test_distributed_iterates_equal_the_serial_ones():
         assert residuals == again and len(residuals) == 3
         # the distributed norm adds the ranks' squares in another order
         assert residuals == pytest.approx(ref.residuals, rel=1e-12, abs=0)
+
+
+def _skipped(rank, world):
+    res = MGRIT(_problem(), levels=3, cfactor=4, iterations=2, skip=True, group="world").solve()
+    return res.u, res.residuals
+
+
+def test_distributed_skip_equals_the_serial_skip():
+    """The skipped first iteration sends no restriction: its own receive order is learnt."""
+    ref = MGRIT(_problem(), levels=3, cfactor=4, iterations=2, skip=True).solve()
+    ranks = spawn_gloo(_skipped, 3)
+    assert torch.equal(torch.cat([u for u, _ in ranks]), ref.u)
+    assert ranks[0][1] == pytest.approx(ref.residuals, rel=1e-12, abs=0)

@@ -72,6 +72,7 @@ class Cycle:
         n_c = len(self.c_points(0))
         self.phi_cache = torch.zeros((n_c, *shape), **kw) if L > 1 else None
         self.cache_valid = False
+        self.final = False  # fine steps go through problem.final_step (the final sweep)
         self.step_counts = [0] * L
         self.step_time = 0.0
 
@@ -108,7 +109,8 @@ class Cycle:
         """Step ``i`` of level ``l`` from ``u``, counted and timed; its output checked
         for shape, dtype and device (no values: cheap enough for every step)."""
         t = time.perf_counter()
-        out = self.problem.step(u, i, l)
+        out = self.problem.final_step(u, i) if self.final and l == 0 else \
+            self.problem.step(u, i, l)
         self.step_time += time.perf_counter() - t
         self.step_counts[l] += 1
         if (not isinstance(out, torch.Tensor) or out.shape != u.shape or out.dtype != u.dtype
@@ -211,15 +213,30 @@ class Cycle:
             res = fine - U[r] if G is None else G[r] - U[r] + fine
             Gc[rc] = res + Vc[rc] - self.phi(c, Vc[rc - 1], k - 1)
 
-    def correct(self, l: int) -> None:
-        """u_{mk} += u^{l+1}_k - v_k at the owned C-points of level ``l``."""
+    def inject(self, l: int) -> None:
+        """XBraid's skip, on the way down of a solve's first iteration: level ``l + 1``
+        starts from level ``l``'s C-values, with no FAS right-hand side and no steps."""
+        c, m = l + 1, self.grid.m[l]
+        U, Uc, Gc, Vc = self.U[l], self.U[c], self.G[c], self.V[c]
+        assert Gc is not None and Vc is not None
+        for k in self.owned(c):
+            Vc[self.row(c, k)] = U[self.row(l, k * m)]
+        Uc.copy_(Vc)
+        Gc.zero_()
+
+    def correct(self, l: int, overwrite: bool = False) -> None:
+        """u_{mk} += u^{l+1}_k - v_k at the owned C-points of level ``l`` (``overwrite``,
+        after a skipped way down: u_{mk} = u^{l+1}_k, the same up to rounding)."""
         c, m = l + 1, self.grid.m[l]
         U, Uc, Vc = self.U[l], self.U[c], self.V[c]
         assert Vc is not None
         if l == 0:
             self.cache_valid = False
         for k in self.owned(c):
-            U[self.row(l, k * m)] += Uc[self.row(c, k)] - Vc[self.row(c, k)]
+            if overwrite:
+                U[self.row(l, k * m)] = Uc[self.row(c, k)]
+            else:
+                U[self.row(l, k * m)] += Uc[self.row(c, k)] - Vc[self.row(c, k)]
 
     def forward_solve(self, l: int) -> None:
         """Sequential time stepping on the coarsest level, pipelined over the ranks."""
@@ -235,24 +252,32 @@ class Cycle:
             self.comm.send(U[-1], self.next[l], TAG_SOLVE, what)
 
     # -- cycles --------------------------------------------------------------------------
-    def cycle(self, l: int, kind: str, first_f: bool) -> None:
+    def cycle(self, l: int, kind: str, first_f: bool, skip: bool = False,
+              final: bool = False) -> None:
         """A ``kind`` ("V" or "F") cycle from level ``l``; ``first_f``: F-relax first.
 
         On the fine level the first F-relaxation is done only at a solve's first
-        iteration (the caller says so); on coarse levels whenever ``first_f``.
+        iteration (the caller says so); on coarse levels whenever ``first_f``. ``skip``:
+        the way down does no work (:meth:`inject`). ``final``: the fine level's last
+        sweep is the solve's final one (:attr:`final` stays set for the residual).
         """
         if l == self.levels - 1:
+            self.final = final
             self.forward_solve(l)
             return
-        if first_f:
-            self.f_relax(l)
-        for _ in range(self.ncf[l]):
-            self.c_relax(l)
-            self.f_relax(l)
-        self.watch(l)
-        self.restrict(l)
-        self.cycle(l + 1, kind, True)
-        self.correct(l)
+        if skip:
+            self.inject(l)
+        else:
+            if first_f:
+                self.f_relax(l)
+            for _ in range(self.ncf[l]):
+                self.c_relax(l)
+                self.f_relax(l)
+            self.watch(l)
+            self.restrict(l)
+        self.cycle(l + 1, kind, True, skip)
+        self.correct(l, overwrite=skip)
+        self.final = final
         self.f_relax(l)
         if l > 0 and kind == "F":
             self.cycle(l, "V", False)

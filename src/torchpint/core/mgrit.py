@@ -114,6 +114,9 @@ class MGRIT:
         slabs: fine points per rank (default: as even as possible).
         timeout: seconds to wait for a peer rank before raising.
         callback: called as ``callback(iteration, residual)`` after each iteration.
+        skip: XBraid's skip: the first iteration of a solve does no work on the way
+            down; the coarse levels start from the fine C-values and the coarsest solve's
+            values replace them, FMG-style (so a warm start's values are discarded).
         progress: show a tqdm bar over iterations (rank 0).
         divergence_factor: stop when the residual exceeds this times its smallest value,
             or a state exceeds this times max(1, max |u_0|) (``math.inf``: never).
@@ -144,6 +147,7 @@ class MGRIT:
         callback: Callable[[int, float], None] | None = None,
         progress: bool = False,
         divergence_factor: float = 1e4,
+        skip: bool = False,
     ) -> None:
         t0 = time.perf_counter()
         if cycle not in CYCLES:
@@ -160,6 +164,7 @@ class MGRIT:
         per_level = relaxation_per_level(relax, L)
         self.relax = relax if isinstance(relax, str) else tuple(per_level)
         self.cycle, self.cf_iter, self.nested = cycle, int(cf_iter), nested
+        self.skip = bool(skip)
         self.callback, self.progress = callback, progress
         self.divergence_factor = float(divergence_factor)
         self.comm = make_comm(group, timeout)
@@ -239,6 +244,7 @@ class MGRIT:
             self._fingerprint = solver_fingerprint(self.problem, self._u0, {
                 "cycle": self.cycle, "relax": self.relax, "cf_iter": self.cf_iter,
                 "nested": self.nested, "n": list(self.grid.n), "m": list(self.grid.m),
+                **({"skip": True} if self.skip else {}),  # (older checkpoints had none)
             })
         return self._fingerprint
 
@@ -346,11 +352,13 @@ class MGRIT:
                 while not converged and self._iteration < self.max_iter:
                     t_it = time.perf_counter()
                     first = self._iteration == 0
+                    final = fixed and self._iteration + 1 == self.max_iter
                     self._schedule.begin(first, self._u0)
-                    self._cycler.cycle(0, self.cycle, first)
+                    self._cycler.cycle(0, self.cycle, first, first and self.skip, final)
                     self._schedule.end()
                     self._iteration += 1
                     res, peaks = fine_residual(self._cycler, self._monitor, self.comm)
+                    self._cycler.final = False
                     self._residuals.append(res)
                     self._iter_times.append(time.perf_counter() - t_it)
                     self._monitor.check(self._iteration, res, peaks, self._residuals,

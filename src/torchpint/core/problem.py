@@ -64,6 +64,14 @@ class Problem(ABC):
     def step(self, u: torch.Tensor, i: int, level: int) -> torch.Tensor:
         """Propagate ``u`` from point ``i`` to point ``i + 1`` of ``level``."""
 
+    def final_step(self, u: torch.Tensor, i: int) -> torch.Tensor:
+        """Fine step ``i`` of a fixed-iteration solve's final sweep (XBraid's "done"
+        flag): the last iteration's fine F-relaxation and residual take every fine step
+        exactly once through here, at the solution's states. The base is :meth:`step`; a
+        problem may do there what would otherwise take a separate pass (layer-parallel
+        training records each layer's graph, its adjoint the parameter gradients)."""
+        return self.step(u, i, 0)
+
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this problem, as a JSON-able dict (checked when resuming).
 
