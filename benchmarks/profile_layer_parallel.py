@@ -9,9 +9,9 @@ Measured from outside, src untouched: the benchmark wraps (instance attributes, 
 again after each profiled step) the solvers' cycle operations (``Cycle.f_relax``,
 ``c_relax``, ``restrict``, ``correct``, ``forward_solve`` (the coarsest level)), the fine
 residual (``torchpint.core.mgrit.fine_residual``), every method of the two communicators,
-``LayerParallel.forward_solve``/``adjoint_solve``, the recorded sweep
-(``StepGraphs.record(update_stats=True)``), the parameter-gradient ``torch.autograd.grad``
-(the one outside the adjoint solve), open, close, loss and SGD. Times are exclusive (a
+``LayerParallel.forward_solve``/``adjoint_solve``, the two final sweeps (the problems'
+``final_step``: the forward's records each step's graph, the adjoint's takes the parameter
+gradients in the same autograd call as its step), open, close, loss and SGD. Times are exclusive (a
 wrapped call inside another is taken out of its parent), so the phases add up to the
 step; "bookkeeping" is what no wrapper holds: the solvers' own code outside the cycle
 operations (reset, result, schedule, edges), autograd's glue and the backward of open
@@ -39,7 +39,6 @@ import torchpint.core.mgrit as mgrit_module
 from common import machine_info, write_json  # this directory is on sys.path
 from torchpint.data import digits_datasets
 from torchpint.layerparallel import LayerParallel, conv_resnet
-from torchpint.layerparallel.problems import StepGraphs
 from torchpint.testing import spawn_gloo
 
 SOLVER = dict(levels=3, cfactor=4, fwd_iterations=2, bwd_iterations=1)
@@ -52,13 +51,14 @@ PHASES = [
     ("fwd_coarse", "forward MGRIT", "the coarsest level's sequential solve"),
     ("fwd_correct", "forward MGRIT", "coarse-grid correction at the C-points"),
     ("fwd_residual", "forward MGRIT", "fine residual: Phi at the fine C-points, norms"),
-    ("record", "recorded sweep", "the forward's final fine sweep recording the graphs"),
+    ("fwd_final", "final sweeps", "the forward's final fine sweep, recording the graphs"),
     ("adj_relax", "adjoint MGRIT", "F- and C-relaxation (VJPs; coarse graphs recorded)"),
     ("adj_restrict", "adjoint MGRIT", "injection + FAS right-hand side"),
     ("adj_coarse", "adjoint MGRIT", "the coarsest level's sequential solve"),
     ("adj_correct", "adjoint MGRIT", "coarse-grid correction"),
     ("adj_residual", "adjoint MGRIT", "fine residual"),
-    ("param_grads", "parameter gradients", "one autograd.grad over all recorded graphs"),
+    ("adj_final", "final sweeps", "the adjoint's final fine sweep, with the parameter "
+     "gradients"),
     ("wait_fwd", "messages", "forward communicator: sends posted, receives, collectives"),
     ("wait_adj", "messages", "adjoint communicator: the same"),
     ("fwd_other", "bookkeeping", "LayerParallel.forward_solve/MGRIT.solve outside the above"),
@@ -66,8 +66,8 @@ PHASES = [
     ("ends", "open/close/loss/SGD", "open and close forwards, loss, zero_grad, SGD step"),
     ("rest", "bookkeeping", "the rest: autograd glue, open/close backward, Python"),
 ]
-GROUPS = ["forward MGRIT", "recorded sweep", "adjoint MGRIT", "parameter gradients",
-          "messages", "bookkeeping", "open/close/loss/SGD"]
+GROUPS = ["forward MGRIT", "adjoint MGRIT", "final sweeps", "messages", "bookkeeping",
+          "open/close/loss/SGD"]
 COMM_METHODS = ("send", "recv_into", "irecv", "wait", "flush", "all_reduce", "all_reduce_",
                 "all_gather", "broadcast", "broadcast_", "barrier", "all_gather_object",
                 "gather_object")
@@ -93,9 +93,6 @@ class Clock:
         self.seconds[label] += dt - inner
         if self.stack:
             self.stack[-1][2] += dt
-
-    def inside(self, prefix: str) -> bool:
-        return any(e[0].startswith(prefix) for e in self.stack)
 
     def steps(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` (a problem's step) with its seconds tallied under the running phase
@@ -166,12 +163,8 @@ class Instruments:
         residual = mgrit_module.fine_residual
         self._global(mgrit_module, "fine_residual", clock.wrap(
             residual, lambda cycle, *a: f"{cycles.get(id(cycle), 'other')}_residual"))
-        record = StepGraphs.record
-        self._global(StepGraphs, "record", clock.wrap(
-            record, lambda *a, update_stats=False: "record" if update_stats else None))
-        grad = torch.autograd.grad
-        self._global(torch.autograd, "grad", clock.wrap(
-            grad, lambda *a, **k: None if clock.inside("adj") else "param_grads"))
+        for tag, problem in (("fwd", fwd_problem), ("adj", adj_problem)):
+            self._instance(problem, "final_step", f"{tag}_final")
 
     def remove(self) -> None:
         for obj, name in reversed(self.patched):
@@ -253,7 +246,8 @@ def profile(net: LayerParallel, trainer: Trainer, serial: Trainer | None, warmup
 
 def minimum_counts(n: int, cfactor: int = 4) -> dict[str, list[int]]:
     """The method's minimum steps per level (ALGORITHMS.md section 4: 3 levels, F fine /
-    FCF coarse, 2 forward / 1 adjoint iterations, skip on, fused sweeps)."""
+    FCF coarse, 2 forward / 1 adjoint iterations, skip on, fused sweeps), the final sweeps
+    included."""
     n1, n2 = n // cfactor, n // cfactor**2
     return {"forward": [2 * n, 5 * n1 - 2 * n2, 3 * n2], "adjoint": [n, n1 - n2, n2]}
 
@@ -336,14 +330,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                                                 if k.startswith(tag)) for r in rows])
     line("serial step (1 process)", [r["serial_step_ms"] for r in rows])
     print(f"{'LP / serial':<34}" + "".join(f"{r['lp_over_serial']:>{w}.2f}" for r in rows))
-    print("\nsteps per level (this rank) against the method's minimum (whole net):")
+    print("\nsteps per level (this rank; final sweeps included, the adjoint's steps of a "
+          "zero state left out) against the method's minimum (whole net):")
     for r in rows:
-        c, m, n = r["step_counts"], minimum_counts(r["steps"]), r["steps"] // r["ranks"]
-        fwd = [c["forward"][0] + n, *c["forward"][1:]]  # + the separate recorded sweep
-        adj = [c["adjoint"][0] + n, *c["adjoint"][1:]]  # + the separate gradient pass
-        print(f"  N={r['steps']} P={r['ranks']} r{r['rank']}: forward {c['forward']} "
-              f"(+ sweep: {fwd}), adjoint {c['adjoint']} (+ gradient pass: {adj}); "
-              f"minimum forward {m['forward']}, adjoint {m['adjoint']}")
+        c, m = r["step_counts"], minimum_counts(r["steps"])
+        print(f"  N={r['steps']} P={r['ranks']} r{r['rank']}: forward {c['forward']}, "
+              f"adjoint {c['adjoint']}; minimum forward {m['forward']}, adjoint {m['adjoint']}")
 
 
 def main() -> None:

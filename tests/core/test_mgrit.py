@@ -480,3 +480,15 @@ def test_the_final_sweep_takes_every_fine_step_once_in_the_last_iteration(kw):
     p.final.clear()
     MGRIT(p, **kw).solve()  # to a tolerance: no iteration is known to be the last
     assert p.final == []
+
+
+def test_with_no_size_limit_a_non_finite_value_is_still_found_and_named():
+    """``divergence_factor=inf`` scans only what no residual sees; a NaN anywhere else
+    reaches the residual within the iteration."""
+    with pytest.raises(DivergenceError, match=r"iteration 1.*non-finite values appear first"):
+        MGRIT(_Bad("nan"), iterations=10, divergence_factor=math.inf).solve()
+    # the last point is an F-point (18 = 4 * 4 + 2): no residual follows it
+    p = FunctionProblem(torch.ones(2, dtype=torch.float64),
+                        [lambda u, i: u * float("nan") if i == 17 else 0.5 * u], nt=18)
+    with pytest.raises(DivergenceError, match="non-finite"):
+        MGRIT(p, cfactor=4, levels=2, iterations=3, divergence_factor=math.inf).solve()

@@ -16,13 +16,17 @@ from torchpint.testing import spawn_gloo
 
 D = 5
 X = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-# (steps, levels, cfactor, dropout): N = 8 over 3 ranks cuts slabs off the coarse grid, so
-# coarse steps use layers of the previous rank (edge weights are sent)
-CASES = {2: [(16, 3, 2, False), (16, 2, 4, True)], 3: [(8, 3, 2, True), (12, 2, 2, False)]}
+# (steps, levels, cfactor, dropout[, starts]): N = 8 over 3 ranks cuts slabs off the coarse
+# grid, so coarse steps use layers of the previous rank (edge weights are sent); the last
+# cases start by skip and from the last batch's adjoint
+CASES = {2: [(16, 3, 2, False), (16, 2, 4, True), (16, 3, 2, False, ("skip", "warm"))],
+         3: [(8, 3, 2, True), (12, 2, 2, False), (12, 2, 2, False, ("skip", "skip"))]}
 
 
-def _net(group, n, levels, cfactor, dropout, timeout=30.0, **kw) -> LayerParallel:
+def _net(group, n, levels, cfactor, dropout, starts=("warm", "cold"), timeout=30.0,
+         **kw) -> LayerParallel:
     torch.manual_seed(0)
+    kw.update(fwd_start=starts[0], bwd_start=starts[1])
     steps = [nn.Sequential(nn.Linear(D, D), nn.Dropout(0.2) if dropout else nn.Identity(),
                            nn.Tanh()) for _ in range(n)]
     return LayerParallel(nn.Linear(3, D), steps, nn.Linear(D, 2), T=2.0, levels=levels,

@@ -27,12 +27,12 @@ class _HalfStep(nn.Module):
 
 
 def _net(levels: int, cfactor: int, iters: int, relax: str = "F", n: int = 16,
-         layer: type[nn.Module] | None = None) -> LayerParallel:
+         layer: type[nn.Module] | None = None, **kw: str) -> LayerParallel:
     torch.manual_seed(0)
     steps = [layer() if layer else nn.Sequential(nn.Linear(D, D), nn.Tanh()) for _ in range(n)]
     return LayerParallel(nn.Linear(3, D), steps, nn.Linear(D, 2), T=2.0, levels=levels,
                          cfactor=cfactor, relax=relax, fwd_iterations=iters,
-                         bwd_iterations=iters).double()
+                         bwd_iterations=iters, **kw).double()
 
 
 X = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -53,14 +53,55 @@ def _errors(net: LayerParallel) -> tuple[float, float]:
             float((grad - ref_grad).norm() / ref_grad.norm()))
 
 
+STARTS = [dict(fwd_start=f, bwd_start=b) for f, b in
+          [("warm", "cold"), ("skip", "skip"), ("cold", "warm"), ("skip", "cold")]]
+
+
+@pytest.mark.parametrize("starts", STARTS)
 @pytest.mark.parametrize("layer", [None, _HalfStep])
-def test_one_level_is_backprop(layer):
-    assert max(_errors(_net(1, 2, 1, layer=layer))) <= 1e-12
+def test_one_level_is_backprop(layer, starts):
+    assert max(_errors(_net(1, 2, 1, layer=layer, **starts))) <= 1e-12
 
 
+@pytest.mark.parametrize("starts", STARTS)
 @pytest.mark.parametrize("relax", ["F", "FCF"])
-def test_iterated_to_convergence_is_backprop(relax):
-    assert max(_errors(_net(3, 2, 30, relax))) <= 1e-9
+def test_iterated_to_convergence_is_backprop(relax, starts):
+    assert max(_errors(_net(3, 2, 30, relax, **starts))) <= 1e-9
+
+
+def test_gradcheck_at_one_level():
+    """torch's own check of the node's backward against finite differences (float64)."""
+    net = _net(1, 2, 1, n=4)
+    x = X[:2].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: net(x), (x,), eps=1e-6, atol=1e-7)
+
+
+def test_a_layer_shared_by_several_steps_gets_all_their_gradients():
+    """The adjoint's final sweep adds each step's parameter gradient to its parameter: a
+    module used by several steps (tied weights) gets the sum, as in backprop."""
+    torch.manual_seed(0)
+    shared = nn.Sequential(nn.Linear(D, D), nn.Tanh())
+    steps = [shared, nn.Sequential(nn.Linear(D, D), nn.Tanh())] * 4
+    net = LayerParallel(nn.Linear(3, D), steps, nn.Linear(D, 2), levels=1).double()
+    assert max(_errors(net)) <= 1e-12
+
+
+def test_skip_ignores_the_warm_start_and_cold_adjoint_steps_of_zero_cost_nothing():
+    net = _net(3, 2, 2, fwd_start="skip", bwd_start="cold")
+    _run(net)
+    first = net.report.step_counts
+    out, grad = _run(net)  # the same batch: skip starts from scratch again
+    assert net.report.step_counts == first
+    ref = _net(3, 2, 2, fwd_start="skip", bwd_start="cold")
+    assert torch.equal(out, _run(ref)[0])
+    # a cold adjoint's first F-relaxation steps zeros past its first interval: not counted
+    solver = net._adj[1]
+    assert sum(first["adjoint"]) < sum(solver._cycler.step_counts)
+
+
+def test_a_bad_start_is_refused():
+    with pytest.raises(ValueError, match="fwd_start must be one of"):
+        _net(2, 2, 1, fwd_start="hot")
 
 
 def test_two_level_f_relaxation_is_exact_after_n_over_m_iterations_not_before():
@@ -323,19 +364,23 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
-def test_state_dict_holds_the_warm_start_so_a_resumed_run_goes_on_bit_for_bit(tmp_path):
-    full = _net(3, 2, 1)
+@pytest.mark.parametrize("bwd_start", ["cold", "warm"])
+def test_state_dict_holds_the_warm_start_so_a_resumed_run_goes_on_bit_for_bit(tmp_path,
+                                                                              bwd_start):
+    kw = dict(bwd_start=bwd_start)
+    full = _net(3, 2, 1, **kw)
     _sgd(full, torch.optim.SGD(full.parameters(), lr=0.05), range(5))
-    first = _net(3, 2, 1)
-    assert first.state_dict()["_extra_state"] == {"forward": None}  # before the first batch
+    first = _net(3, 2, 1, **kw)
+    assert first.state_dict()["_extra_state"] == {"forward": None, "adjoint": None}
     opt = torch.optim.SGD(first.parameters(), lr=0.05)
     _sgd(first, opt, range(3))
     torch.save({"net": first.state_dict(), "opt": opt.state_dict()}, tmp_path / "ck.pt")
     saved = torch.load(tmp_path / "ck.pt", weights_only=True)
     assert saved["net"]["_extra_state"]["forward"].device.type == "cpu"
+    assert (saved["net"]["_extra_state"]["adjoint"] is None) == (bwd_start == "cold")
 
     def resume(state: dict) -> LayerParallel:
-        net = _net(3, 2, 1)
+        net = _net(3, 2, 1, **kw)
         for p in net.parameters():
             p.data.add_(1.0)
         net.load_state_dict(state)
@@ -349,7 +394,7 @@ def test_state_dict_holds_the_warm_start_so_a_resumed_run_goes_on_bit_for_bit(tm
     old = {k: v for k, v in saved["net"].items() if k != "_extra_state"}
     assert not _same(resume(old), full)
     # a batch of another shape starts cold, as the uninterrupted run would
-    warm, cold = _net(3, 2, 1), _net(3, 2, 1)
+    warm, cold = _net(3, 2, 1, **kw), _net(3, 2, 1, **kw)
     warm.load_state_dict(saved["net"])
     cold.load_state_dict(old)
     with torch.no_grad():

@@ -120,6 +120,12 @@ def fine_residual(
     ``Phi(u_{i-1})`` at the fine C-points is kept in the cycle's cache: the next
     iteration's C-relaxation and restriction reuse it. Two entries are appended to the
     peaks: :meth:`DivergenceMonitor.flags`, so every rank raises the same error.
+
+    With no size limit (``factor = inf``) only non-finite values matter, and the residual
+    sees them all: a non-finite F-point or coarse value reaches a fine C-point's residual
+    within the iteration. So only the fine points after the last C-point (which no
+    residual follows) are scanned, and every level only when the residual is not finite,
+    to name where it began (a pass over every state saved per iteration).
     """
     U, L = cycle.U[0], cycle.levels
     sumsq = torch.zeros((), dtype=torch.float64, device=U.device)
@@ -134,14 +140,31 @@ def fine_residual(
             cache[j] = phi
             sumsq += torch.linalg.vector_norm(phi - U[r]).double() ** 2
         cycle.cache_valid = True
-    peaks = torch.stack([
-        torch.nan_to_num(peak(cycle.U[l][1:]).double(), nan=math.inf)
-        if cycle.count[l] else torch.zeros((), dtype=torch.float64, device=U.device)
-        for l in range(L)
-    ] + monitor.flags(U.device))
-    # one collective: the squared norms add up, the peaks take the largest
+    lazy = monitor.factor == math.inf
+    total, peaks = _gather(cycle, monitor, comm, sumsq, full=not lazy)
+    if lazy and not (math.isfinite(total) and bool(torch.isfinite(peaks).all())):
+        total, peaks = _gather(cycle, monitor, comm, sumsq, full=True)
+    return math.sqrt(total), peaks
+
+
+def _gather(cycle: Cycle, monitor: DivergenceMonitor, comm: Comm, sumsq: torch.Tensor,
+            full: bool) -> tuple[float, torch.Tensor]:
+    """The squared residual summed over the ranks and the peaks' largest, in one
+    collective (``full``: every level's states; else the fine points no residual follows)."""
+    U, L = cycle.U[0], cycle.levels
+    zero = torch.zeros((), dtype=torch.float64, device=U.device)
+
+    def top(states: torch.Tensor) -> torch.Tensor:
+        return torch.nan_to_num(peak(states).double(), nan=math.inf) if len(states) else zero
+
+    if full:
+        levels = [top(cycle.U[l][1:]) if cycle.count[l] else zero for l in range(L)]
+    else:  # the rows after this rank's last fine C-point (all of them on one level)
+        c = cycle.c_points(0)
+        tail = cycle.row(0, c[-1]) + 1 if c else 1
+        levels = [top(U[tail:]) if cycle.count[0] else zero] + [zero] * (L - 1)
+    peaks = torch.stack(levels + monitor.flags(U.device))
     ranks = comm.all_gather(torch.cat([sumsq.reshape(1), peaks]),
                             "the residual norm and the state magnitude")
     comm.flush()  # the peers got this iteration's messages before they joined
-    total, peaks = ranks[:, 0].sum(), ranks[:, 1:].amax(dim=0)
-    return math.sqrt(float(total.item())), peaks.cpu()
+    return float(ranks[:, 0].sum().item()), ranks[:, 1:].amax(dim=0).cpu()

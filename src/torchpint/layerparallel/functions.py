@@ -4,12 +4,10 @@ across the layers as one node, and the last rank's output broadcast to every ran
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from torchpint.layerparallel.problems import StepGraphs
 from torchpint.runtime.comm import Comm
 
 if TYPE_CHECKING:
@@ -17,8 +15,9 @@ if TYPE_CHECKING:
 
 
 class Solve(torch.autograd.Function):
-    """The steps as one autograd node: the forward MGRIT solve and a fine sweep that
-    records each step's graph; in backward, the adjoint MGRIT solve over those graphs.
+    """The steps as one autograd node: the forward MGRIT solve, whose final sweep records
+    each step's graph; in backward, the adjoint MGRIT solve over those graphs, whose final
+    sweep gives the parameter gradients.
 
     Each call's node owns its graphs and states (a later forward leaves them alone), so
     several forwards may share one backward; the graphs are freed when autograd frees the
@@ -28,33 +27,21 @@ class Solve(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, net: LayerParallel, grad: bool, u0: torch.Tensor,
                 *params: torch.Tensor):
-        problem, states = net.forward_solve(u0)
-        h, layers = net.h, net.layers
-        if not grad:  # inference: no graphs to keep (in training mode, a sweep for the
-            with torch.no_grad():  # batch norm statistics)
-                swept = layers if net.training else layers[-1:]
-                outs = [problem.phi(k, states[k - layers.start], h, True) for k in swept]
-                return outs[-1]
-        graphs = StepGraphs(problem, states, layers.start)
+        graphs = net.forward_solve(u0, grad)
+        assert graphs.output is not None
+        if not grad:  # inference: nothing kept (training mode: the sweep updated batch norm)
+            return graphs.output
         net._recorded = weakref.ref(graphs)
-        ctx.outs = [graphs.record(k, h, update_stats=True)[1] for k in layers]  # fine sweep
         ctx.net, ctx.params, ctx.graphs = net, params, graphs
         ctx.save_for_backward(u0)  # autograd frees it with the graph: our sign to free ours
-        return ctx.outs[-1].detach()
+        return graphs.output.detach()
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor):
         ctx.saved_tensors  # noqa: B018  (a second backward without retain_graph: torch's error)
-        net, params, outs = ctx.net, ctx.params, ctx.outs
-        lam = net.adjoint_solve(ctx.graphs, g)  # lambda_{k+1} for the layers, reversed
-        n = len(outs)
-        grads: Sequence[torch.Tensor | None] = ()
-        if params:
-            lam_next = [lam[n - 1 - j] for j in range(n)]
-            grads = torch.autograd.grad(outs, params, lam_next, allow_unused=True,
-                                        retain_graph=True)
+        lam0, grads = ctx.net.adjoint_solve(ctx.graphs, g)
         torch.autograd.Variable._execution_engine.queue_callback(lambda: _free(ctx))
-        return (None, None, lam[n] if len(lam) > n else None, *grads)
+        return (None, None, lam0, *(grads.get(p) for p in ctx.params))
 
 
 def _free(ctx: Any) -> None:
@@ -63,7 +50,7 @@ def _free(ctx: Any) -> None:
     try:
         ctx.saved_tensors  # noqa: B018
     except RuntimeError:  # freed: this was the graph's last backward
-        ctx.graphs = ctx.outs = None
+        ctx.graphs = None
 
 
 class FromLast(torch.autograd.Function):

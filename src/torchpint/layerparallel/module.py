@@ -1,14 +1,15 @@
 """``LayerParallel``: a residual network whose forward and backward passes are MGRIT solves
 across its layers (layer-parallel training, Günther et al. 2020; TorchBraid's method).
 
-Forward: ``fwd_iterations`` MGRIT iterations on the layers (warm-started from the previous
-batch's solution when the shapes match; that warm start is the module's extra state, in
-``state_dict()``, so a resumed run goes on bit for bit), then one fine sweep from the MGRIT
-states that records each step's graph, ``y_k = Phi_k(x_k)``; the output is ``y_{N-1}``. Backward:
-``bwd_iterations`` MGRIT iterations on the adjoint, whose steps are vector-Jacobian products of
-those graphs (coarse ones linearised at the fine states), then the parameter gradients
-``(dPhi_k / dtheta_k)^T lambda_{k+1}`` from the recorded graphs in one autograd call.
-With one level, or enough iterations, the gradient is ordinary backprop's.
+Forward: ``fwd_iterations`` MGRIT iterations on the layers; the last one's final fine
+sweep (XBraid's "done" sweep) records each step's graph ``y_k = Phi_k(x_k)``, and the
+output is ``y_{N-1}``. Backward: ``bwd_iterations`` MGRIT iterations on the adjoint, whose
+steps are vector-Jacobian products of those graphs (coarse ones linearised at the fine
+states); its final sweep takes the parameter gradients ``(dPhi_k / dtheta_k)^T
+lambda_{k+1}`` in the same autograd calls. Each solve starts by XBraid's skip, from the
+previous batch's solution (a warm start, kept in ``state_dict()`` so a resumed run goes
+on bit for bit) or cold. With one level, or enough iterations, the gradient is ordinary
+backprop's.
 
 Distributed (``group=``), each rank holds a slab of the layers (:mod:`.layout`): rank 0
 also runs ``open``, the last rank ``close``, and the output is sent to every rank.
@@ -44,6 +45,7 @@ from torchpint.runtime.comm import Comm, GroupComm
 from torchpint.trainer import RankAware
 
 _TAG_EDGE = 11
+STARTS = ("skip", "warm", "cold")
 _RANDOM = (nn.modules.dropout._DropoutNd, nn.RReLU)
 
 StepLayers = Sequence[nn.Module] | Callable[[int], nn.Module]
@@ -88,6 +90,10 @@ class LayerParallel(nn.Module, RankAware):
         fwd_iterations, bwd_iterations: MGRIT iterations per forward and backward pass
             (TorchBraid's defaults 2 and 1; ``fwd_iters``/``bwd_iters`` are their
             deprecated spellings).
+        fwd_start, bwd_start: how each solve's first iteration starts: ``"skip"``
+            (XBraid's skip: no work on the way down, the coarsest level propagates the
+            initial state), ``"warm"`` (from the previous batch's solution; in the
+            checkpoint) or ``"cold"`` (zeros).
         group: ``None`` (one process), ``"world"`` or a process group: each rank keeps
             its slab of layers (``self.steps``, global indices ``self.layers``); rank 0
             keeps ``open``, the last rank ``close``. Feed every rank the same batches.
@@ -110,6 +116,8 @@ class LayerParallel(nn.Module, RankAware):
         relax: str | Sequence[str] | None = None,
         fwd_iterations: int = 2,
         bwd_iterations: int = 1,
+        fwd_start: str = "warm",
+        bwd_start: str = "cold",
         group: Any = None,
         timeout: float = 300.0,
         keyed_rng: bool | None = None,
@@ -142,6 +150,9 @@ class LayerParallel(nn.Module, RankAware):
                 f"{n - n % cfactor ** (levels - 1) or cfactor ** (levels - 1)} steps, fewer "
                 "levels or a smaller cfactor."
             )
+        for name, start in (("fwd_start", fwd_start), ("bwd_start", bwd_start)):
+            if start not in STARTS:
+                raise ValueError(f"{name} must be one of {STARTS}, got {start!r}")
         if relax is None:
             relax = ("F", *["FCF"] * (levels - 2))[: levels - 1]
         per_level = relaxation_per_level(relax, levels)  # a bad name fails now, not later
@@ -163,16 +174,19 @@ class LayerParallel(nn.Module, RankAware):
         self.num_steps, self.T, self.levels, self.cfactor = n, float(T), int(levels), int(cfactor)
         self.relax = relax if isinstance(relax, str) else tuple(per_level)
         self.fwd_iterations, self.bwd_iterations = int(fwd_iterations), int(bwd_iterations)
+        self.fwd_start, self.bwd_start = fwd_start, bwd_start
         self.fwd_residuals: list[float] = []  # of the last forward solve
         self.bwd_residuals: list[float] = []  # of the last adjoint solve
         # seconds of the last batch: each solve's wall time and the part of it spent in
         # the steps (the rest is the solver's bookkeeping and communication)
         self.timings: dict[str, float] = {}
-        self.step_counts: dict[str, list[int]] = {}  # steps per level of the last solves
+        # steps per level of the last solves (the adjoint's of a zero state cost nothing
+        # and are not counted)
+        self.step_counts: dict[str, list[int]] = {}
         self._fwd: tuple[ForwardProblem, MGRIT] | None = None
         self._adj: tuple[AdjointProblem, MGRIT] | None = None
         self._meta: dict[Any, tuple[torch.Size, torch.dtype]] = {}
-        self._warm: torch.Tensor | None = None  # a loaded warm start, for the next solver
+        self._warm: dict[str, torch.Tensor] = {}  # loaded warm starts, for the next solvers
         self.register_load_state_dict_pre_hook(_old_checkpoint)
         # the graphs of the last forward with autograd: their states are views of the
         # forward solver's fine buffer, which the next solve leaves to them while they live
@@ -268,10 +282,11 @@ class LayerParallel(nn.Module, RankAware):
         return self.comm.gather_object(obj, 0, "the layers' shards")
 
     # -- the two solves -------------------------------------------------------------------
-    def _solver(self, iters: int, problem: Any, comm: Comm, slabs: list[int]) -> MGRIT:
+    def _solver(self, iters: int, problem: Any, comm: Comm, slabs: list[int], start: str
+                ) -> MGRIT:
         return MGRIT(problem, cfactor=self.cfactor, levels=self.levels, relax=self.relax,
                      iterations=iters, divergence_factor=math.inf, group=comm,
-                     slabs=slabs if comm.size > 1 else None)
+                     slabs=slabs if comm.size > 1 else None, skip=start == "skip")
 
     @staticmethod
     def _matches(problem: Any, u: torch.Tensor) -> bool:
@@ -296,10 +311,11 @@ class LayerParallel(nn.Module, RankAware):
             self.comm.recv_into(buf, self.layout.owner(k), _TAG_EDGE, f"the weights of layer {k}")
             _unflat(layer, buf)
 
-    def forward_solve(self, u0: torch.Tensor) -> tuple[ForwardProblem, list[torch.Tensor]]:
-        """MGRIT on the steps from ``u0``: the problem and the fine states ``x_k`` of this
-        rank's layers (views of the solver's fine buffer). The solver is kept, and
-        warm-started from the last solution, while the batch shape stays."""
+    def forward_solve(self, u0: torch.Tensor, grad: bool = True) -> StepGraphs:
+        """MGRIT on the steps from ``u0``: the batch's step graphs, recorded by the solve's
+        final sweep (with ``grad``; else only the last layer's output is kept), at the fine
+        states of this rank's layers (views of the solver's fine buffer). The solver is
+        kept while the batch shape stays, and starts as ``fwd_start`` says."""
         t0 = time.perf_counter()
         u0 = u0.detach()
         self._send_edges(u0)
@@ -310,61 +326,86 @@ class LayerParallel(nn.Module, RankAware):
             if lent:  # an earlier forward's graphs, not yet backpropagated, use the buffer:
                 solver.release_fine()  # they keep it, the solver goes on in a copy
             problem.prepare(u0)
-            problem.seed = self._batch_seed()
-            res = solver.solve(u0, warm_start=True, copy=False)
-        else:  # (the new solver steps once per level when built: the seed is set first)
+            warm = self.fwd_start == "warm"
+        else:
             layers = {**self._edges, **dict(zip(self.layers, self.steps, strict=True))}
             problem = ForwardProblem(layers, self.num_steps, self.T, u0)
-            problem.seed = self._batch_seed()
             solver = self._solver(self.fwd_iterations, problem, self.comm,
-                                  self.layout.forward_slabs())
+                                  self.layout.forward_slabs(), self.fwd_start)
             self._fwd = (problem, solver)
-            warm, self._warm = self._warm, None  # loaded: the last solve's, if it fits
-            fits = warm is not None and warm.shape == solver.fine.shape
-            if fits:
-                solver.fine.copy_(warm)
-            res = solver.solve(warm_start=fits, copy=False)
+            warm = self._load_warm("forward", solver)
+        problem.seed = self._batch_seed()
+        graphs = problem.recorder = StepGraphs(problem, self.layers, grad)
+        try:
+            with torch.no_grad():  # (the steps need no context each; the sweep records)
+                res = solver.solve(u0, warm_start=warm, copy=False)
+        finally:
+            problem.recorder = None
+        graphs.states = _rows(res)
         self.fwd_residuals = list(res.residuals)
         self.timings = {"forward_solve": time.perf_counter() - t0,
                         "forward_steps": res.timings["step"]}
         self.step_counts = {"forward": list(res.step_counts)}
-        return problem, _rows(res)
+        return graphs
 
-    def adjoint_solve(self, graphs: StepGraphs, g: torch.Tensor) -> list[torch.Tensor]:
+    def adjoint_solve(self, graphs: StepGraphs, g: torch.Tensor
+                      ) -> tuple[torch.Tensor | None, dict[torch.Tensor, torch.Tensor]]:
         """MGRIT on the adjoint from ``g = dL/du_N`` (on the last rank) over the batch's
-        recorded step graphs: ``lambda_{k+1}`` for this rank's layers ``k``, in reverse
-        order, then (on rank 0) ``lambda_0``. The solver is kept while the shape stays."""
+        recorded step graphs: ``dL/du_0`` (rank 0; ``None`` elsewhere) and the gradients
+        of this rank's parameters, which the solve's final sweep gathers. The solver is
+        kept while the shape stays, and starts as ``bwd_start`` says."""
         t0 = time.perf_counter()
         g = g.detach()
         if self._adj is not None and self._matches(self._adj[0], g):
             adjoint, solver = self._adj
             adjoint.prepare(graphs, g)
-            res = solver.solve(g, copy=False)
+            warm = self.bwd_start == "warm"
         else:
             adjoint = AdjointProblem(graphs, g)
             solver = self._solver(self.bwd_iterations, adjoint, self._rcomm,
-                                  self.layout.adjoint_slabs())
+                                  self.layout.adjoint_slabs(), self.bwd_start)
             self._adj = (adjoint, solver)
-            res = solver.solve(copy=False)
-        adjoint.prepare(None, g)  # the kept solver must not keep this batch's graphs
+            warm = self._load_warm("adjoint", solver)
+        try:
+            res = solver.solve(g, warm_start=warm, copy=False)
+            grads = adjoint.param_grads
+        finally:
+            adjoint.prepare(None, g)  # the kept solver must not keep this batch's graphs
         self.bwd_residuals = list(res.residuals)
         self.timings.update(adjoint_solve=time.perf_counter() - t0,
                             adjoint_steps=res.timings["step"])
-        self.step_counts["adjoint"] = list(res.step_counts)
-        rows = _rows(res)
-        return rows + [res.u[-1].clone()] if self.comm.rank == 0 else rows  # (dL/du_0 leaves)
+        zero = graphs.zero_steps  # steps of a zero adjoint state cost nothing
+        self.step_counts["adjoint"] = [c - zero.get(l, 0) for l, c in enumerate(res.step_counts)]
+        return (res.u[-1].clone() if self.comm.rank == 0 else None), grads
+
+    def _load_warm(self, which: str, solver: MGRIT) -> bool:
+        """Copy a loaded warm start (:meth:`set_extra_state`) into a new solver when its
+        shape fits: whether the solve starts from it."""
+        warm = self._warm.pop(which, None)
+        fits = warm is not None and warm.shape == solver.fine.shape
+        if fits:
+            solver.fine.copy_(warm)
+        return fits
 
     def get_extra_state(self) -> dict[str, torch.Tensor | None]:
-        """This rank's warm start of the next forward solve: the last one's fine iterate
-        (its slab), on the CPU; ``None`` before the first. (The adjoint starts cold.)"""
-        if self._fwd is None:
-            return {"forward": self._warm}
-        return {"forward": self._fwd[1].fine.detach().to("cpu", copy=True)}
+        """This rank's warm starts of the next solves (``"warm"`` starts): the last ones'
+        fine iterates (its slab), on the CPU; ``None`` before the first or otherwise."""
+        state: dict[str, torch.Tensor | None] = {}
+        for which, start, kept in (("forward", self.fwd_start, self._fwd),
+                                   ("adjoint", self.bwd_start, self._adj)):
+            if start != "warm":
+                state[which] = None
+            elif kept is None:
+                state[which] = self._warm.get(which)
+            else:
+                state[which] = kept[1].fine.detach().to("cpu", copy=True)
+        return state
 
     def set_extra_state(self, state: dict[str, torch.Tensor | None]) -> None:
-        """The next forward solve starts from ``state``'s warm start where its shape fits
-        the batch, else cold, as it would have after the run that saved it."""
-        self._fwd, self._warm = None, state.get("forward")
+        """The next solves start from ``state``'s warm starts where their shapes fit the
+        batch, else cold, as they would have after the run that saved them."""
+        self._fwd = self._adj = None
+        self._warm = {k: v for k, v in state.items() if v is not None}
 
     def _batch_seed(self) -> int | None:
         """This batch's mask seed (the batch count moves on with each training forward)."""

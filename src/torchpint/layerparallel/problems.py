@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
 
 from torchpint.common.seeds import mix_seed
+from torchpint.core.grid import Grid
 from torchpint.core.problem import Problem
 
 
@@ -61,7 +63,8 @@ class ForwardProblem(Problem):
     ``layers`` maps a layer index to its module: a rank holds its own layers and the
     few others its coarse steps need. With ``seed`` set (one per batch), every call of
     layer ``k`` draws its random numbers (dropout masks) from a generator seeded by
-    ``(seed, k)``, so all MGRIT iterations see the same masks.
+    ``(seed, k)``, so all MGRIT iterations see the same masks. With ``recorder`` set, the
+    solve's final sweep records each step there (:meth:`final_step`).
     """
 
     divergence_hint = (
@@ -77,6 +80,8 @@ class ForwardProblem(Problem):
         self._norms = {k: batch_norms(m) for k, m in self.layers.items()}
         self._u0 = u0
         self.seed: int | None = None
+        self.recorder: StepGraphs | None = None
+        self.h = T / n
 
     def initial_state(self) -> torch.Tensor:
         return self._u0
@@ -91,7 +96,11 @@ class ForwardProblem(Problem):
         layer = self.layers.get(k)
         if layer is None:
             raise RuntimeError(f"layer {k} is not on this rank (it holds {sorted(self.layers)})")
-        with self._isolated(k, u, [] if update_stats else self._norms[k]):
+        norms = self._norms[k]
+        if (norms and not update_stats) or self.seed is not None:
+            with self._isolated(k, u, [] if update_stats else norms):
+                out = layer(u, h) if self._with_h[k] else layer(u)
+        else:  # the common case: no context to enter
             out = layer(u, h) if self._with_h[k] else layer(u)
         if out.shape != u.shape:
             raise ValueError(
@@ -101,12 +110,9 @@ class ForwardProblem(Problem):
             )
         return out if self._with_h[k] else torch.add(u, out, alpha=h)
 
-    def _isolated(self, k: int, u: torch.Tensor, norms: list) -> contextlib.AbstractContextManager:
+    def _isolated(self, k: int, u: torch.Tensor, norms: list) -> contextlib.ExitStack:
         """Around a call of layer ``k``: batch norms ``norms`` with their statistics frozen,
-        and the random numbers keyed by ``(seed, k)``; nothing when neither applies (the
-        common case costs no context setup)."""
-        if not norms and self.seed is None:
-            return contextlib.nullcontext()
+        and the random numbers keyed by ``(seed, k)``."""
         stack = contextlib.ExitStack()
         stack.enter_context(frozen_stats(norms))
         if self.seed is not None:
@@ -115,49 +121,113 @@ class ForwardProblem(Problem):
             torch.manual_seed(mix_seed(self.seed, k))
         return stack
 
+    def bind(self, grid: Grid) -> None:
+        super().bind(grid)
+        self.spacing = [math.prod(grid.m[:l]) for l in range(grid.num_levels)]
+
     def step(self, u: torch.Tensor, i: int, level: int) -> torch.Tensor:
-        with torch.no_grad():
-            return self.phi(self.fine_index(i, level), u, self.dt(i, level))
+        m = self.spacing[level]  # (the grid is uniform: cfactor^(levels-1) divides N)
+        if torch.is_grad_enabled():  # (LayerParallel solves under no_grad: no context)
+            with torch.no_grad():
+                return self.phi(i * m, u, m * self.h)
+        return self.phi(i * m, u, m * self.h)
+
+    def final_step(self, u: torch.Tensor, i: int) -> torch.Tensor:
+        """Layer ``i`` in the solve's final sweep: recorded (with its graph, and batch
+        norm's statistics updated once per batch) when a recorder is set."""
+        if self.recorder is None:
+            return self.step(u, i, 0)
+        return self.recorder.sweep(i, u, self.h)
+
+
+def _alias(u: torch.Tensor) -> torch.Tensor:
+    """``u``'s memory as a tensor of its own: a graph recorded at a row of the solver's
+    buffer must not see the solver's later writes to other rows as changes of its input
+    (a view would share the buffer's version counter). The solver never writes a recorded
+    row again while its graphs live (:meth:`~torchpint.core.MGRIT.release_fine`)."""
+    return torch.empty(0, dtype=u.dtype, device=u.device).set_(
+        u.untyped_storage(), u.storage_offset(), u.size(), u.stride())
 
 
 class StepGraphs:
-    """The recorded graphs ``Phi_k(x_k)`` of one batch, at the forward states ``x_k`` of
-    this rank's layers ``first, first + 1, ...``: the fine sweep records every step once
-    (its outputs give the parameter gradients, and batch norm its statistics), and the
-    adjoint's steps reuse them (coarse steps record their own step sizes)."""
+    """The recorded graphs ``Phi_k(x_k)`` of one batch, for this rank's layers
+    ``first .. last``: the forward solve's final sweep records every fine step once
+    (:meth:`sweep`; batch norm updates its statistics there), and the adjoint's steps
+    reuse them (coarse steps record their own at :attr:`states`, the forward states)."""
 
-    def __init__(self, forward: ForwardProblem, states: list[torch.Tensor], first: int = 0
-                 ) -> None:
-        self.forward, self.states, self.first = forward, states, first  # detached states
+    def __init__(self, forward: ForwardProblem, layers: range, grad: bool = True) -> None:
+        self.forward, self.first, self.last, self.grad = forward, layers.start, layers[-1], grad
         self.seed = forward.seed  # this batch's masks (the problem's moves on with a batch)
-        self._graphs: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.states: list[torch.Tensor] = []  # detached, set after the forward solve
+        self.output: torch.Tensor | None = None  # the last layer's, detached
+        self._graphs: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._params: dict[int, list[torch.Tensor]] = {}
+        self.zero_steps: dict[int, int] = {}  # adjoint steps of a zero state, by level
 
-    def record(self, k: int, h: float, update_stats: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x_k leaf, Phi_k(x_k) with step h)``, recorded once and kept."""
-        key = (k, round(h, 15))
+    def sweep(self, k: int, u: torch.Tensor, h: float) -> torch.Tensor:
+        """Fine step ``k`` from ``u`` (a row of the solver's buffer) in the final sweep:
+        its value, detached; its graph kept when recording gradients."""
+        if not self.grad:
+            with torch.no_grad():
+                out = self.forward.phi(k, u, h, update_stats=True)
+        else:
+            with torch.enable_grad():
+                x = _alias(u).requires_grad_(True)
+                out = self.forward.phi(k, x, h, update_stats=True)
+            self._graphs[(k, 0)] = (x, out)
+            out = out.detach()
+        if k == self.last:
+            self.output = out
+        return out
+
+    def record(self, k: int, level: int, h: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x_k leaf, Phi_k(x_k))`` with level ``level``'s step ``h``, recorded once."""
+        key = (k, level)
         if key not in self._graphs:
             forward, seed = self.forward, self.forward.seed
             forward.seed = self.seed
             try:
                 with torch.enable_grad():
                     x = self.states[k - self.first].detach().requires_grad_(True)
-                    self._graphs[key] = (x, forward.phi(k, x, h, update_stats))
+                    self._graphs[key] = (x, forward.phi(k, x, h))
             finally:
                 forward.seed = seed
         return self._graphs[key]
 
-    def vjp(self, k: int, h: float, v: torch.Tensor) -> torch.Tensor:
-        """``(dPhi_k / dx)^T v`` at ``x_k``."""
-        x, out = self.record(k, h)
+    def vjp(self, k: int, level: int, h: float, v: torch.Tensor) -> torch.Tensor:
+        """``(dPhi_k / dx)^T v`` at ``x_k``, for level ``level``'s step ``h``. The adjoint
+        is linear: a zero ``v`` (most of a cold start's first iteration) gives zero with
+        no graph recorded or walked (the test reads the value: on the CPU only)."""
+        if v.device.type == "cpu" and not any(torch.aminmax(v)):  # (faster than any())
+            self.zero_steps[level] = self.zero_steps.get(level, 0) + 1
+            return torch.zeros_like(v)
+        x, out = self.record(k, level, h)
         (g,) = torch.autograd.grad(out, x, v, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(v) if g is None else g
+
+    def backprop(self, k: int, v: torch.Tensor, into: dict[torch.Tensor, torch.Tensor]
+                 ) -> torch.Tensor:
+        """The adjoint's final fine step: ``(dPhi_k / dx)^T v`` and, in the same autograd
+        call, layer ``k``'s parameter gradients ``(dPhi_k / dtheta_k)^T v``, added to
+        ``into`` (by parameter)."""
+        x, out = self.record(k, 0, self.forward.h)
+        params = self._params.get(k)
+        if params is None:
+            layer = self.forward.layers[k]
+            params = self._params[k] = [p for p in layer.parameters() if p.requires_grad]
+        g, *grads = torch.autograd.grad(out, [x, *params], v, retain_graph=True,
+                                        allow_unused=True)
+        for p, gp in zip(params, grads, strict=True):
+            if gp is not None:
+                into[p] = gp if p not in into else into[p] + gp
         return torch.zeros_like(v) if g is None else g
 
 
 class AdjointProblem(Problem):
     """``mu_{r+1} = J^T mu_r`` on the reversed grid: reversed step ``r`` of level ``l`` is
     the transpose of the forward step of that level from fine point ``N - (r + 1) m^l``,
-    linearised at the forward state there."""
+    linearised at the forward state there. Its final sweep gathers the parameter
+    gradients in :attr:`param_grads`."""
 
     def __init__(self, graphs: StepGraphs, g: torch.Tensor) -> None:
         super().__init__(graphs.forward.nt, 0.0, graphs.forward.t_stop)
@@ -170,9 +240,17 @@ class AdjointProblem(Problem):
         """This batch: its recorded step graphs and ``g = dL/du_N`` (``None`` after the
         solve, so the graphs are freed with the batch)."""
         self.graphs, self._g = graphs, g
+        self.param_grads: dict[torch.Tensor, torch.Tensor] = {}
 
-    def step(self, mu: torch.Tensor, i: int, level: int) -> torch.Tensor:
+    def _graphs(self) -> StepGraphs:
         if self.graphs is None:
             raise RuntimeError("the adjoint problem has no batch: call prepare(graphs, g)")
-        k = self.nt - self.fine_index(i + 1, level)
-        return self.graphs.vjp(k, self.dt(i, level), mu)
+        return self.graphs
+
+    def step(self, mu: torch.Tensor, i: int, level: int) -> torch.Tensor:
+        graphs = self._graphs()
+        m = graphs.forward.spacing[level]
+        return graphs.vjp(self.nt - (i + 1) * m, level, m * graphs.forward.h, mu)
+
+    def final_step(self, mu: torch.Tensor, i: int) -> torch.Tensor:
+        return self._graphs().backprop(self.nt - (i + 1), mu, self.param_grads)
