@@ -32,6 +32,9 @@ from torchpint.cli._common import (
 )
 from torchpint.core.mgrit import RELAXATIONS
 from torchpint.data import DATASET_NAMES
+from torchpint.layerparallel.module import STARTS
+
+START_DEFAULTS = {"fwd_start": "warm", "bwd_start": "cold"}  # LayerParallel's
 
 
 def _relaxation(text: str) -> str | tuple[str, ...]:
@@ -69,6 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="MGRIT iterations per forward (default 2)")
     a("--bwd-iterations", type=COUNT, default=1,
       help="MGRIT iterations per backward, the adjoint (default 1)")
+    a("--fwd-start", choices=STARTS, default=START_DEFAULTS["fwd_start"],
+      help="how each forward solve starts: from the last batch's solution (warm, default), "
+      "by XBraid's skip (no work on the way down), or from zeros (cold)")
+    a("--bwd-start", choices=STARTS, default=START_DEFAULTS["bwd_start"],
+      help="how each adjoint solve starts (default cold: its steps of zero states cost "
+      "nothing, so it costs about what skip does, with a smaller gradient error)")
     deprecated_alias(parser, "--fwd-iters", "--fwd-iterations", "fwd_iterations", type=COUNT)
     deprecated_alias(parser, "--bwd-iters", "--bwd-iterations", "bwd_iterations", type=COUNT)
     a("--epochs", type=COUNT, default=4, help="training epochs (default 4)")
@@ -151,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
                       data.image_size, T=args.T,
                       levels=args.levels, cfactor=args.cfactor, relax=args.relax,
                       fwd_iterations=args.fwd_iterations,
-                      bwd_iterations=args.bwd_iterations, group=group,
+                      bwd_iterations=args.bwd_iterations, fwd_start=args.fwd_start,
+                      bwd_start=args.bwd_start, group=group,
                       timeout=args.timeout).to(device)
     world = net.comm.size
     serial = None
@@ -161,7 +171,9 @@ def run(args: argparse.Namespace) -> int:
               "T": args.T, "dataset": data.name, "image_size": data.image_size,
               "batch_size": args.batch_size}
     solver_id = {"levels": args.levels, "cfactor": args.cfactor, "relax": net.relax,
-                 "fwd_iters": args.fwd_iterations, "bwd_iters": args.bwd_iterations}
+                 "fwd_iters": args.fwd_iterations, "bwd_iters": args.bwd_iterations,
+                 **{k: getattr(args, k) for k, v in START_DEFAULTS.items()
+                    if getattr(args, k) != v}}  # (so the older runs' checkpoints resume)
     ckpts = {label: os.path.join(args.checkpoint_dir, f"{label}.pt") if args.checkpoint_dir
              else None for label in ("layer_parallel", "serial")}
     x, y = next(iter(data.train))
@@ -170,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
     on = f" on {world} ranks" if world > 1 else ""
     say(f"train-layer-parallel: N={args.layers} layers of {args.channels} channels on "
         f"{data.name}{on}, {args.levels} levels, cfactor {args.cfactor}, {relax}-relaxation, "
-        f"{args.fwd_iterations} forward / {args.bwd_iterations} backward iterations")
+        f"{args.fwd_iterations} forward / {args.bwd_iterations} backward iterations, "
+        f"{args.fwd_start} / {args.bwd_start} starts")
     if check is not None:
         say(f"first batch: output error {check['output_rel_err']:.2e}, gradient error "
             f"{check['grad_rel_err']:.2e} (vs exact backprop)")
