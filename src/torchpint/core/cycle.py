@@ -210,8 +210,10 @@ class Cycle:
                 fine = self.phi_cache[j]  # type: ignore[index]
             else:
                 fine = self.phi(l, U[r - 1], i - 1)
-            res = fine - U[r] if G is None else G[r] - U[r] + fine
-            Gc[rc] = res + Vc[rc] - self.phi(c, Vc[rc - 1], k - 1)
+            # g_c = v_k - Phi_c(v_{k-1}) + (g + Phi(u_{i-1}) - u_i), and v_k = u_i
+            torch.sub(fine, self.phi(c, Vc[rc - 1], k - 1), out=Gc[rc])
+            if G is not None:
+                Gc[rc] += G[r]
 
     def inject(self, l: int) -> None:
         """XBraid's skip, on the way down of a solve's first iteration: level ``l + 1``
@@ -232,11 +234,16 @@ class Cycle:
         assert Vc is not None
         if l == 0:
             self.cache_valid = False
-        for k in self.owned(c):
-            if overwrite:
-                U[self.row(l, k * m)] = Uc[self.row(c, k)]
-            else:
-                U[self.row(l, k * m)] += Uc[self.row(c, k)] - Vc[self.row(c, k)]
+        own = self.owned(c)
+        if not own:
+            return
+        rc = slice(self.row(c, own.start), self.row(c, own.stop - 1) + 1)
+        r0 = self.row(l, own.start * m)
+        rows = slice(r0, r0 + (len(own) - 1) * m + 1, m)  # their C-points, m rows apart
+        if overwrite:
+            U[rows] = Uc[rc]
+        else:
+            U[rows] += Uc[rc] - Vc[rc]
 
     def forward_solve(self, l: int) -> None:
         """Sequential time stepping on the coarsest level, pipelined over the ranks."""

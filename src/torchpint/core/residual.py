@@ -130,15 +130,16 @@ def fine_residual(
     U, L = cycle.U[0], cycle.levels
     sumsq = torch.zeros((), dtype=torch.float64, device=U.device)
     if L > 1:
-        cache = cycle.phi_cache
+        cache, points = cycle.phi_cache, cycle.c_points(0)
         assert cache is not None
-        for j, i in enumerate(cycle.c_points(0)):
-            if i == 0:
-                continue
-            r = cycle.row(0, i)
-            phi = cycle.phi(0, U[r - 1], i - 1)
-            cache[j] = phi
-            sumsq += torch.linalg.vector_norm(phi - U[r]).double() ** 2
+        first = 1 if points and points[0] == 0 else 0  # (u_0 is given: no residual there)
+        for j in range(first, len(points)):
+            r = cycle.row(0, points[j])
+            cache[j] = cycle.phi(0, U[r - 1], points[j] - 1)
+        if len(points) > first:  # the C-points' rows are m apart: one pass for the norm
+            r0, m = cycle.row(0, points[first]), cycle.grid.m[0]
+            rows = slice(r0, r0 + (len(points) - first - 1) * m + 1, m)
+            sumsq = torch.linalg.vector_norm(cache[first:] - U[rows]).double() ** 2
         cycle.cache_valid = True
     lazy = monitor.factor == math.inf
     total, peaks = _gather(cycle, monitor, comm, sumsq, full=not lazy)
