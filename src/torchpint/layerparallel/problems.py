@@ -86,6 +86,10 @@ class ForwardProblem(Problem):
     def initial_state(self) -> torch.Tensor:
         return self._u0
 
+    def takes_h(self, k: int) -> bool:
+        """Whether layer ``k`` is the whole step (its ``forward`` takes ``(x, h)``)."""
+        return self._with_h[k]
+
     def prepare(self, u0: torch.Tensor) -> None:
         """This batch's initial state (the solver checks it against its buffers)."""
         self._u0 = u0
@@ -201,7 +205,16 @@ class StepGraphs:
         if v.device.type == "cpu" and not any(torch.aminmax(v)):  # (faster than any())
             self.zero_steps[level] = self.zero_steps.get(level, 0) + 1
             return torch.zeros_like(v)
-        x, out = self.record(k, level, h)
+        if level and (k, 0) in self._graphs and not self.forward.takes_h(k):
+            # x + s h F(x) has the VJP v + s (J^T v - v), J the fine step's Jacobian: the
+            # fine graph serves, and no coarse graph is recorded
+            s = h / self.forward.h
+            return self._vjp(k, 0, v).mul_(s).sub_(v, alpha=s - 1)
+        return self._vjp(k, level, v, h)
+
+    def _vjp(self, k: int, level: int, v: torch.Tensor, h: float | None = None
+             ) -> torch.Tensor:
+        x, out = self.record(k, level, self.forward.h if h is None else h)
         (g,) = torch.autograd.grad(out, x, v, retain_graph=True, allow_unused=True)
         return torch.zeros_like(v) if g is None else g
 
