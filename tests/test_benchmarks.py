@@ -165,3 +165,29 @@ def test_help_as_scripts():
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, f"{n} --help failed:\n{err}"
         assert out.startswith("usage:"), out[:200]
+
+
+def test_scaling_lab_quick(tmp_path):
+    """The scaling lab's tiny case end to end (``--quick``: 1 and 2 real Gloo processes,
+    N = 16, 1 ms sleeps): every case at both counts, the model and the critical path
+    beside each point, the model's step counts equal to the real solvers', JSON and plot."""
+    import json
+    import os
+
+    out, png = tmp_path / "lab.json", tmp_path / "lab.png"
+    src = str(BENCH.parent / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "scaling_lab.py"), "--quick", "--json", str(out),
+         "--plot", str(png)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SIMULATED" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["what"].startswith("SIMULATED") and png.stat().st_size > 0
+    got = {(r["case"], r["procs"]) for r in data["points"]}
+    assert got == {(c, p) for c in ("layer-parallel", "adder", "heat") for p in (1, 2)}
+    for r in data["points"]:
+        assert r["counts_match_model"], r
+        assert 0 < r["critical_path_s"] <= r["model_s"] and r["measured_s"] > 0
+    assert data["layer_parallel_structure"]["matched"]
+    assert data["parameters"]["latency_s"] > 0 and data["chooser"]["pick"]

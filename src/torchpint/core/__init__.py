@@ -12,6 +12,16 @@ the divergence checks: residual.c), ``resume`` (checkpoint state, fingerprint, r
 re-slab), ``history`` (results, cost model).
 """
 
+from torchpint.core.costmodel import (
+    Choice,
+    Hierarchy,
+    Machine,
+    Prediction,
+    VirtualComm,
+    choose_hierarchy,
+    layer_parallel_time,
+    mgrit_time,
+)
 from torchpint.core.grid import Grid
 from torchpint.core.history import DivergenceError, MGRITResult, iteration_cost, potential_speedup
 from torchpint.core.mgrit import MGRIT, Parareal
@@ -23,16 +33,24 @@ __all__ = [
     "MGRIT",
     "CheckpointError",
     "CheckpointMismatchError",
+    "Choice",
     "DivergenceError",
     "FunctionProblem",
     "Grid",
+    "Hierarchy",
     "MGRITResult",
+    "Machine",
     "Parareal",
     "PeerClosedError",
+    "Prediction",
     "Problem",
     "RankTimeoutError",
+    "VirtualComm",
+    "choose_hierarchy",
     "init_distributed",
     "iteration_cost",
+    "layer_parallel_time",
+    "mgrit_time",
     "potential_speedup",
     "serial_solve",
 ]

@@ -1,0 +1,241 @@
+"""The virtual-clock cost model: hand-counted critical paths, the real solvers' step
+counts, the virtual communicator, and the hierarchy chooser."""
+
+import inspect
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from torchpint.core import MGRIT
+from torchpint.core.costmodel import (
+    Hierarchy,
+    Machine,
+    VirtualComm,
+    candidate_hierarchies,
+    choose_hierarchy,
+    layer_edges,
+    layer_parallel_time,
+    layer_slabs,
+    mgrit_options,
+    mgrit_time,
+    simulate,
+)
+from torchpint.problems import Heat1D
+
+HAS_SKIP = "skip" in inspect.signature(MGRIT.__init__).parameters
+
+
+@pytest.mark.parametrize("procs", [1, 2, 4])
+def test_serial_stepping_costs_n(procs):
+    """One level is sequential time stepping, pipelined over the ranks: N unit steps cost
+    N with free messages, wherever the slabs are cut."""
+    assert mgrit_time(8, procs, levels=1, iterations=1).seconds == 8.0
+
+
+def test_latency_counts_the_messages_on_the_path():
+    """Sequential stepping over 4 ranks with latency 0.5: 8 steps, 3 hand-offs along the
+    pipeline, then the residual's all-gather and the final state's broadcast from the
+    last rank, each ceil(log2 4) = 2 message times: 8 + 0.5 (3 + 2 + 2) = 11.5."""
+    assert mgrit_time(8, 4, levels=1, iterations=1, machine=Machine(0.5)).seconds == 11.5
+
+
+@pytest.mark.parametrize(("procs", "n", "k"), [(1, 8, 1), (2, 8, 1), (2, 8, 3), (4, 16, 1),
+                                               (4, 16, 2), (4, 16, 3), (8, 32, 2)])
+def test_parareal_critical_path(procs, n, k):
+    """Two levels, F-relaxation, one chunk of m = N / P steps per rank, unit costs.
+
+    Iteration 1: F-relaxation (m - 1 steps, all ranks at once); restriction (a fine and a
+    coarse step at the rank's C-point); the coarse solve, one step per rank in turn (P);
+    correction and F-relaxation (m - 1); the residual at the C-point (1): 2m + P + 1.
+    Each later iteration starts with no F-relaxation and restricts from the residual's
+    cached fine step (1 coarse step): m + P + 1.
+    """
+    m = n // procs
+    want = (2 * m + procs + 1) + (k - 1) * (m + procs + 1)
+    got = mgrit_time(n, procs, levels=2, cfactor=m, relax="F", iterations=k)
+    assert got.seconds == want
+
+
+def test_costs_scale_per_level():
+    """Twice the cost on every level is twice the critical path; a costlier coarse level
+    adds exactly its steps on the path (P of them in iteration 1's coarse solve, one per
+    rank, and one in the restriction)."""
+    base = mgrit_time(16, 4, levels=2, cfactor=4, relax="F", iterations=1)
+    assert mgrit_time(16, 4, levels=2, cfactor=4, relax="F", iterations=1,
+                      costs=2.0).seconds == 2 * base.seconds
+    coarse = mgrit_time(16, 4, levels=2, cfactor=4, relax="F", iterations=1, costs=[1.0, 3.0])
+    assert coarse.seconds == base.seconds + 2 * (4 + 1)
+
+
+@pytest.mark.parametrize("procs", [1, 3])
+@pytest.mark.parametrize("kw", [
+    dict(levels=3, cfactor=2, relax="FCF", cycle="V"),
+    dict(levels=3, cfactor=4, relax=("F", "FCF"), cycle="F"),
+    dict(levels=2, cfactor=4, relax="F"),
+])
+def test_step_counts_equal_a_real_serial_solve(procs, kw):
+    """The model runs the real solver: its steps per level (summed over the ranks) are
+    those of a real serial MGRIT solve with the same settings."""
+    real = MGRIT(Heat1D(nt=32, nx=9), iterations=3, **kw).solve()
+    assert mgrit_time(32, procs, iterations=3, **kw).step_counts == real.step_counts
+
+
+def test_critical_path_shrinks_and_overhead_adds():
+    free = [mgrit_time(64, p, levels=3, cfactor=4, iterations=2).seconds for p in (1, 2, 4, 8)]
+    assert all(a > b for a, b in zip(free, free[1:], strict=False))
+    slow = mgrit_time(64, 1, levels=3, cfactor=4, iterations=2, machine=Machine(overhead=0.5))
+    steps = sum(slow.step_counts)
+    assert slow.seconds == pytest.approx(free[0] + 0.5 * steps)
+
+
+class _Counted(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x * w
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        _Layer.calls["backward"] += 1
+        return g * w, (g * x).sum().reshape(w.shape)
+
+
+class _Layer(nn.Module):
+    calls = {"forward_no_grad": 0, "forward_grad": 0, "backward": 0}
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.full((1,), 0.5))
+
+    def forward(self, x):
+        _Layer.calls["forward_grad" if torch.is_grad_enabled() else "forward_no_grad"] += 1
+        return _Counted.apply(x, self.w)
+
+
+@pytest.mark.parametrize(("n", "levels", "cfactor"), [(16, 3, 2), (32, 3, 4), (16, 2, 4)])
+def test_layer_parallel_counts_equal_the_real_module(n, levels, cfactor):
+    """Every step of the model's training step is a real one: the solves' step counts and
+    the layers' forward (with and without a graph) and backward calls equal those of a
+    real LayerParallel training step (after the first, which also checks the steps)."""
+    from torchpint.layerparallel import LayerParallel
+
+    net = LayerParallel(nn.Identity(), [_Layer() for _ in range(n)], nn.Identity(),
+                        levels=levels, cfactor=cfactor)
+    x = torch.randn(2, 4)
+    for _ in range(2):
+        _Layer.calls = dict.fromkeys(_Layer.calls, 0)
+        net(x).pow(2).sum().backward()
+    model = layer_parallel_time(n, 1, levels=levels, cfactor=cfactor).detail
+    assert model["forward_counts"] == net.step_counts["forward"]
+    assert model["adjoint_counts"] == net.step_counts["adjoint"]
+    assert model["calls"] == _Layer.calls
+    for procs in (2, 4):  # the same work, whatever the ranks
+        assert layer_parallel_time(n, procs, levels=levels, cfactor=cfactor).detail == model
+
+
+@pytest.mark.parametrize(("n", "size"), [(8, 3), (32, 2), (128, 16), (128, 32), (30, 7)])
+def test_layout_mirrors_layer_parallel(n, size):
+    from torchpint.layerparallel.layout import Layout
+
+    spacing = (1, 4, 16) if n % 16 == 0 else (1, 2)
+    lay = [Layout.of(n, r, size, spacing) for r in range(size)]
+    assert layer_slabs(n, size, spacing[-1]) == list(lay[0].bounds)
+    assert layer_edges(lay[0].bounds, spacing) == lay[0].edges()
+
+
+def test_layer_parallel_speeds_up_and_backward_costs():
+    """More ranks shorten the critical path; the serial sweep and gradient pass cost a
+    forward and a backward per layer (the difference fused=True removes)."""
+    t = [layer_parallel_time(64, p, forward=1.0).seconds for p in (1, 4, 16)]
+    assert t[0] > t[1] > t[2]
+    fused = layer_parallel_time(64, 1, forward=1.0, fused=True).seconds
+    assert t[0] - fused == pytest.approx(64 * (1.0 + 2.0))
+
+
+def test_virtual_comm_collectives_and_reversed_ranks():
+    """all_gather in the communicator's rank order (reversed too), a broadcast that waits
+    for its root, sums, and point-to-point messages matched in order."""
+
+    def rank_fn(net, rank):
+        comm, back = VirtualComm(net, rank), VirtualComm(net, rank, reverse=True)
+        net.restart(rank)
+        comm.advance(float(rank))  # rank r is busy until r
+        got = comm.all_gather(torch.tensor([float(rank)]), "ranks").flatten().tolist()
+        rev = back.all_gather(torch.tensor([float(rank)]), "ranks").flatten().tolist()
+        total = comm.all_reduce(torch.tensor([1.0]), "sum", "count").item()
+        after_gather = comm.clock
+        if rank == 0:
+            comm.advance(5.0)
+        b = comm.broadcast(torch.tensor([float(rank)]), 0, "from 0").item(), comm.clock
+        if rank == 1:
+            comm.send(torch.tensor([1.0]), 2, 7, "a")
+            comm.send(torch.tensor([2.0]), 2, 7, "b")
+        got_msgs = []
+        if rank == 2:
+            for _ in range(2):
+                buf = torch.zeros(1)
+                comm.recv_into(buf, 1, 7, "a or b")
+                got_msgs.append(buf.item())
+        objs = comm.gather_object({"r": rank}, 0, "objects")
+        return got, rev, total, after_gather, b, comm.clock, got_msgs, objs
+
+    net, out = simulate(3, Machine(latency=0.25), rank_fn)
+    for rank, (got, rev, total, after, b, clock, _, objs) in enumerate(out):
+        assert got == [0.0, 1.0, 2.0] and rev == [2.0, 1.0, 0.0] and total == 3.0
+        assert after == 2.0 + 3 * 2 * 0.25  # max clock 2, then 3 collectives of 2 hops
+        # the root (busy until 3.5 + 5) goes on; the others wait for it plus 2 hops
+        assert b == (0.0, 8.5 if rank == 0 else 9.0)
+        assert objs == ([{"r": 0}, {"r": 1}, {"r": 2}] if rank == 0 else None)
+        assert clock == 9.25 + 0.5  # rank 2 got rank 1's messages at 9 + 0.25; a gather
+    assert out[2][6] == [1.0, 2.0]
+
+
+def test_a_failing_rank_raises_instead_of_hanging():
+    def rank_fn(net, rank):
+        if rank == 1:
+            raise ValueError("boom")
+        VirtualComm(net, rank).recv_into(torch.zeros(1), 1, 1, "never sent")
+
+    with pytest.raises(ValueError, match="boom"):
+        simulate(2, Machine(), rank_fn, timeout=30.0, warmup=False)
+
+
+def test_options_and_skip():
+    with pytest.raises(ValueError, match="iterations"):
+        mgrit_time(8, 1, levels=2, cfactor=2)
+    assert mgrit_options(levels=2, skip=None) == {"levels": 2}
+    if not HAS_SKIP:
+        assert mgrit_options(levels=2, skip=False) == {"levels": 2}
+        with pytest.raises(ValueError, match="skip"):
+            mgrit_options(skip=True)
+    else:  # after MGRIT(skip=...) lands, the model passes it on
+        assert mgrit_options(skip=True) == {"skip": True}
+
+
+def test_candidates_keep_the_defaults_accuracy_rule():
+    cands = candidate_hierarchies(128)
+    assert Hierarchy(3, 4, ("F", "FCF")) in cands
+    for h in cands:
+        assert h.cfactor ** (h.levels - 1) <= 16 and 128 % h.cfactor ** (h.levels - 1) == 0
+        assert len(h.relax) == h.levels - 1 and all(r == "FCF" for r in h.relax[1:])
+    assert Hierarchy(3, 8, ("F", "FCF")) not in cands  # coarsest step 64 h: cruder
+
+
+def test_chooser_returns_a_valid_hierarchy():
+    """The pick is a candidate with the least modelled time, and LayerParallel takes it."""
+    from torchpint.layerparallel import LayerParallel
+
+    choice = choose_hierarchy(32, 4, forward=1.0)
+    times = [s for _, s in choice.table]
+    assert times == sorted(times) and choice.seconds == times[0]
+    assert choice.best in candidate_hierarchies(32)
+    h = choice.best
+    LayerParallel(nn.Identity(), [_Layer() for _ in range(32)], nn.Identity(),
+                  levels=h.levels, cfactor=h.cfactor, relax=h.relax)
+    # a custom model of a candidate's time: the chooser follows it
+    pick = choose_hierarchy(32, 4, evaluate=lambda h: abs(h.levels - 4) + h.cfactor / 100)
+    assert (pick.best.levels, pick.best.cfactor) == (4, 2)
+    assert math.isfinite(pick.seconds)
