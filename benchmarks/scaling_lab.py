@@ -14,9 +14,9 @@ Three cases, on P = 1, 2, 4, ... processes (``--ranks``):
                   its real iteration count at N; each optimizer step a sleep of ``t``);
   heat            MGRIT on Heat1D (3 levels, cfactor 4, FCF, its real iteration count).
 Each point: the median wall time of ``--reps`` repeats (the slowest rank), the cost
-model's prediction (``torchpint.core.costmodel``: the same solver replayed on a virtual
-clock, with the latency, bandwidth and per-step bookkeeping measured here), the
-critical path (the model with free messages and bookkeeping), and the speedup over
+model's prediction (``core.costmodel``, ``layerparallel.costmodel``: the same solver
+replayed on a virtual clock, with the latency, bandwidth and per-step bookkeeping
+measured here), the critical path (the model with free messages and bookkeeping), and the speedup over
 serial stepping with the same sleeps. Also: the hierarchy the model's chooser picks for
 N = 128 on 16 ranks, measured against the default, and the model's predictions for
 N = 1024 on 64 and 256 GPUs.
@@ -321,7 +321,7 @@ class Lab:
     def __init__(self, n: int, t: float, sleeps: list[float]) -> None:
         self.n, self.t = n, t  # the layers or steps, the base sleep
         self.sleeps = {round(s, 9): sleep_seconds(s) for s in sorted(set(sleeps))}
-        self.variant: dict[str, Any] = {"fused": False, "skip": None}
+        self.starts = {"fwd_start": "warm", "bwd_start": "cold"}  # LayerParallel's defaults
         self.params: dict[str, Any] = {}
 
     def sleep(self, t: float) -> float:
@@ -341,11 +341,12 @@ class Lab:
     def lp(self, p: int, h: list[Any], t_f: float, machine: Any = None,
            n: int | None = None) -> Any:
         """The model of a layer-parallel training step (default machine: free)."""
-        from torchpint.core.costmodel import Machine, layer_parallel_time
+        from torchpint.core.costmodel import Machine
+        from torchpint.layerparallel import layer_parallel_time
 
         return layer_parallel_time(n or self.n, p, **self.lp_costs(t_f), levels=h[0],
                                    cfactor=h[1], relax=tuple(h[2]),
-                                   machine=machine or Machine(), **self.variant)
+                                   machine=machine or Machine(), **self.starts)
 
     def mgrit(self, case: str, p: int, run: dict[str, Any], machine: Any = None) -> Any:
         """The model of an MGRIT case's solve (default machine: free)."""
@@ -357,29 +358,16 @@ class Lab:
                           **run["options"])
 
     def match_structure(self, run: dict[str, Any], h: list[Any]) -> dict[str, Any]:
-        """The layer-parallel structure (separate or fused sweeps, skip where MGRIT has it)
-        whose step counts and layer calls equal the real 1-process run's; the first, with
-        ``matched`` False, if none does."""
-        import inspect
-
-        from torchpint.core import MGRIT
-
+        """Whether the model's step counts and layer calls equal the real 1-process run's
+        (the model replays LayerParallel's training step: fused final sweeps, the
+        adjoint's steps of zero states skipped)."""
         real = {"forward_counts": run["counts"]["forward"],
                 "adjoint_counts": run["counts"]["adjoint"], "calls": run["calls"]}
-        skips = [None, True] if "skip" in inspect.signature(MGRIT.__init__).parameters \
-            else [None]
-        tried = []
-        for fused in (False, True):
-            for skip in skips:
-                self.variant = {"fused": fused, "skip": skip}
-                d = self.lp(1, h, self.t).detail
-                calls = {k: real["calls"].get(k, 0) for k in d["calls"]}
-                if d["forward_counts"] == real["forward_counts"] and calls == d["calls"] \
-                        and d["adjoint_counts"] == real["adjoint_counts"]:
-                    return {**self.variant, "matched": True, "real": real}
-                tried.append({**self.variant, "model": d})
-        self.variant = {"fused": False, "skip": None}
-        return {**self.variant, "matched": False, "real": real, "tried": tried}
+        d = self.lp(1, h, self.t).detail
+        calls = {k: real["calls"].get(k, 0) for k in d["calls"]}
+        same = d["forward_counts"] == real["forward_counts"] and calls == d["calls"] \
+            and d["adjoint_counts"] == real["adjoint_counts"]
+        return {**self.starts, "matched": same, "real": real, "model": d}
 
     def measure(self, runs: dict[int, dict[str, Any]], default: list[Any]) -> dict[str, Any]:
         """Latency and bandwidth from the 2-process ping-pong; each case's bookkeeping per
@@ -400,8 +388,7 @@ class Lab:
         for case in [c for c in ("layer-parallel", "adder", "heat") if c in one]:
             r = one[case][0] if case == "layer-parallel" else one[case]
             if case == "layer-parallel":
-                units = sum(map(sum, r["counts"].values())) + \
-                    (0 if self.variant["fused"] else 2 * self.n)
+                units = sum(map(sum, r["counts"].values()))
                 free = self.lp(1, default, self.t).seconds
             else:
                 units, free = sum(r["counts"]), self.mgrit(case, 1, r).seconds
@@ -413,10 +400,10 @@ class Lab:
 def choose(lab: Lab, p: int) -> tuple[dict[str, Any], list[Any]]:
     """The chooser's hierarchy for the lab's layer-parallel case on ``p`` ranks (the
     machine measured here), as a report and as a lab hierarchy."""
-    from torchpint.core.costmodel import choose_hierarchy
+    from torchpint.layerparallel import choose_layer_parallel
 
-    c = choose_hierarchy(lab.n, p, **lab.lp_costs(lab.t), machine=lab.machine("layer-parallel"),
-                         **lab.variant)
+    c = choose_layer_parallel(lab.n, p, **lab.lp_costs(lab.t),
+                              machine=lab.machine("layer-parallel"), **lab.starts)
     log(f"chooser for N={lab.n}, P={p}: {c.best} ({c.seconds:.3f} s modelled)")
     pick = [c.best.levels, c.best.cfactor, list(c.best.relax)]
     report = {"procs": p, "n": lab.n, "pick": str(c.best), "pick_h": pick,
@@ -431,9 +418,9 @@ def choose(lab: Lab, p: int) -> tuple[dict[str, Any], list[Any]]:
 def predict_large(lab: Lab, n: int, ranks: tuple[int, ...]) -> list[dict[str, Any]]:
     """The model's layer-parallel step for ``n`` layers on ``ranks`` GPUs (the lab's step
     costs and bookkeeping) with the latency measured here (Gloo on loopback), published
-    NCCL latencies, and free messages; the default hierarchy, the chooser's pick, and
-    (labelled as not in the code) fused sweeps."""
-    from torchpint.core.costmodel import Machine, choose_hierarchy
+    NCCL latencies, and free messages; the default hierarchy and the chooser's pick."""
+    from torchpint.core.costmodel import Machine
+    from torchpint.layerparallel import choose_layer_parallel
 
     o = lab.params["overhead_s"]["layer-parallel"]
     machines = {"gloo-loopback (measured here)": lab.machine("layer-parallel"),
@@ -454,13 +441,8 @@ def predict_large(lab: Lab, n: int, ranks: tuple[int, ...]) -> list[dict[str, An
                 lab.lp(p, [3, 4, ["F", "FCF"]], lab.t, m, n).seconds)
         name = "nccl-intra-node (published)"
         m = machines[name]
-        c = choose_hierarchy(n, p, **costs, machine=m, **lab.variant)
+        c = choose_layer_parallel(n, p, **costs, machine=m, **lab.starts)
         add(p, name, m, f"chooser's pick: {c.best}", c.seconds)
-        if not lab.variant["fused"]:
-            from torchpint.core.costmodel import layer_parallel_time
-
-            t = layer_parallel_time(n, p, **costs, machine=m, fused=True).seconds
-            add(p, name, m, "levels=3 cfactor=4, fused sweeps (modelled, not in the code)", t)
     return out
 
 
@@ -688,8 +670,8 @@ def main() -> None:
         log(f"P={p}: done in {time.perf_counter() - ts:.1f} s")
         if p == 1 and lp_on:
             structure = lab.match_structure(runs[1]["layer-parallel"][0], default)
-            log(f"layer-parallel structure: fused={lab.variant['fused']}, "
-                f"skip={lab.variant['skip']}; matches the real counts: {structure['matched']}")
+            log(f"layer-parallel: the model's step counts and layer calls equal the real "
+                f"run's: {structure['matched']}")
         if p == 2:
             params = lab.measure(runs, default)
             log(f"latency {params['latency_s'] * 1e6:.1f} us, bandwidth "

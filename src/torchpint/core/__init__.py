@@ -9,7 +9,8 @@ step check), ``mgrit`` (settings and the solve loop: XBraid's drive.c), ``cycle`
 (relaxation, restriction, correction, cycles: relax.c, restrict.c, interp.c),
 ``schedule`` (early-posted receives: communication.c), ``residual`` (the residual and
 the divergence checks: residual.c), ``resume`` (checkpoint state, fingerprint, resume,
-re-slab), ``history`` (results, cost model).
+re-slab), ``history`` (results, cost model), ``costmodel`` (the real schedule on a
+virtual clock).
 """
 
 from torchpint.core.costmodel import (
@@ -19,7 +20,6 @@ from torchpint.core.costmodel import (
     Prediction,
     VirtualComm,
     choose_hierarchy,
-    layer_parallel_time,
     mgrit_time,
 )
 from torchpint.core.grid import Grid
@@ -49,7 +49,6 @@ __all__ = [
     "choose_hierarchy",
     "init_distributed",
     "iteration_cost",
-    "layer_parallel_time",
     "mgrit_time",
     "potential_speedup",
     "serial_solve",

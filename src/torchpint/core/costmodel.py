@@ -9,13 +9,13 @@ clock to the largest plus ``ceil(log2 P)`` message times (a broadcast: the other
 the root). The prediction is the largest final clock; with a :class:`Machine` of zero
 latency and overhead it is the algorithm's critical path. States are tiny and stay finite.
 
-:func:`mgrit_time` models a solve, :func:`layer_parallel_time` a layer-parallel training
-step, :func:`choose_hierarchy` picks levels, cfactor and relaxation by the model.
+:func:`mgrit_time` models a solve (layer-parallel training's step is
+:func:`torchpint.layerparallel.layer_parallel_time`), :func:`choose_hierarchy` picks
+levels, cfactor and relaxation by a model.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import threading
 import time
@@ -247,31 +247,6 @@ class VirtualProblem(Problem):
         return u.clone()
 
 
-class AdjointVirtualProblem(VirtualProblem):
-    """Layer-parallel's adjoint: a fine step is a backward (the forward's sweep recorded its
-    graph); a coarse step into layer ``k`` of level ``l`` records its own graph the first
-    time a batch meets ``(k, l)`` (a forward), then takes a VJP (a backward)."""
-
-    def __init__(self, nt: int, comm: VirtualComm, forward: float, backward: float,
-                 state: torch.Tensor | None = None) -> None:
-        super().__init__(nt, comm, [backward], state)
-        self.forward, self.backward = float(forward), float(backward)
-        self.new_batch()
-
-    def new_batch(self) -> None:
-        """A new batch: no coarse graph recorded yet."""
-        self.recorded: set[tuple[int, int]] = set()
-        self.recordings = 0
-
-    def cost(self, i: int, level: int) -> float:
-        key = (self.nt - self.fine_index(i + 1, level), level)
-        if level == 0 or key in self.recorded:
-            return self.backward
-        self.recorded.add(key)
-        self.recordings += 1
-        return self.forward + self.backward
-
-
 @dataclass
 class Prediction:
     """A modelled run: ``seconds`` (the largest final clock), each rank's clock, the steps
@@ -282,17 +257,6 @@ class Prediction:
     step_counts: list[int]
     messages: int
     detail: dict[str, Any] = field(default_factory=dict)
-
-
-def mgrit_options(**options: Any) -> dict[str, Any]:
-    """``options`` for this :class:`MGRIT`: ``skip=None`` (MGRIT's default) is left out,
-    and so is ``skip=False`` where the constructor has no ``skip`` (checked by inspect)."""
-    has_skip = "skip" in inspect.signature(MGRIT.__init__).parameters
-    if options.get("skip") and not has_skip:
-        raise ValueError("this MGRIT has no skip option; leave skip out")
-    if options.get("skip", 0) is None or ("skip" in options and not has_skip):
-        options.pop("skip")
-    return options
 
 
 def simulate(procs: int, machine: Machine, rank_fn: Callable[[VirtualNetwork, int], Any],
@@ -331,7 +295,6 @@ def mgrit_time(nt: int, procs: int, *, costs: float | Sequence[float] = 1.0,
     (no tolerance is ever met). A first solve, not counted, warms up (its step checks)."""
     if "iterations" not in options:
         raise ValueError("the model runs a fixed number of iterations: give iterations=k")
-    options = mgrit_options(**options)
 
     def rank_fn(net: VirtualNetwork, rank: int) -> tuple[list[int], float]:
         comm = VirtualComm(net, rank)
@@ -344,104 +307,6 @@ def mgrit_time(nt: int, procs: int, *, costs: float | Sequence[float] = 1.0,
     net, out = simulate(procs, machine, rank_fn, timeout)
     counts = [sum(c[l] for c, _ in out) for l in range(len(out[0][0]))]
     return Prediction(max(net.clocks), list(net.clocks), counts, net.messages)
-
-
-def layer_slabs(n: int, size: int, unit: int = 1) -> list[tuple[int, int]]:
-    """Layer-parallel's slabs of ``n`` layers over ``size`` ranks, in blocks of ``unit``
-    layers when there are enough (as ``layerparallel.layout.layer_slabs``, which the core
-    may not import; a test keeps the two equal)."""
-    unit = 1 if unit < 1 or n % unit or n // unit < size else unit
-    base, extra = divmod(n // unit, size)
-    cuts = [unit * (r * base + min(r, extra)) for r in range(size + 1)]
-    return list(zip(cuts[:-1], cuts[1:], strict=True))
-
-
-def layer_edges(bounds: Sequence[tuple[int, int]], spacing: Sequence[int]
-                ) -> list[tuple[int, int]]:
-    """``(rank, layer)``: the layers whose weights a rank receives before each forward
-    (as ``Layout.edges``)."""
-    out = []
-    for r, (a, b) in enumerate(bounds):
-        first, need = (a + 1 if r else 0), set()
-        for s in spacing[1:]:
-            i = max(-(-first // s), 1)
-            if i * s <= b and (i - 1) * s < a:
-                need.add((i - 1) * s)
-        out += [(r, k) for k in sorted(need)]
-    return out
-
-
-def layer_parallel_time(
-    n: int, procs: int, *, forward: float = 1.0, backward: float | None = None,
-    levels: int = 3, cfactor: int = 4, relax: str | Sequence[str] | None = None,
-    fwd_iterations: int = 2, bwd_iterations: int = 1, machine: Machine = Machine(),
-    fused: bool = False, skip: bool | None = None, timeout: float = 120.0,
-) -> Prediction:
-    """Modelled seconds of a layer-parallel training step (forward + ``loss.backward()``)
-    of ``n`` layers on ``procs`` ranks, a layer's forward ``forward`` seconds, its backward
-    ``backward`` (default twice that); the other settings are ``LayerParallel``'s.
-
-    As ``LayerParallel`` runs it: the edge layers' weights; the forward solve; the sweep
-    recording each layer's graph (a forward each); the output broadcast from the last
-    rank; the adjoint solve on the reversed ranks (see :class:`AdjointVirtualProblem`);
-    the parameter gradients (a backward per layer). ``fused=True``: sweep and gradients
-    fused into the solves (no separate passes). ``skip`` goes to MGRIT where it has it.
-    ``detail``: each solve's step counts and the layer calls, summed over the ranks.
-    """
-    backward = 2.0 * forward if backward is None else float(backward)
-    relax = ("F", *["FCF"] * (levels - 2))[: levels - 1] if relax is None else relax
-    spacing = [cfactor ** l for l in range(levels)]
-    bounds = layer_slabs(n, procs, spacing[-1])
-    fslabs = [b - a + (r == 0) for r, (a, b) in enumerate(bounds)]
-    aslabs = [b - a + (q == 0) for q, (a, b) in enumerate(reversed(bounds))]
-    edges = layer_edges(bounds, spacing)
-    owner = {k: r for r, (a, b) in enumerate(bounds) for k in range(a, b)}
-    options = mgrit_options(cfactor=cfactor, levels=levels, relax=relax, skip=skip,
-                            divergence_factor=math.inf, timeout=timeout)
-
-    def rank_fn(net: VirtualNetwork, rank: int) -> dict[str, Any]:
-        comm, rcomm = VirtualComm(net, rank), VirtualComm(net, rank, reverse=True)
-        mine = bounds[rank][1] - bounds[rank][0]
-        fwd = VirtualProblem(n, comm, [forward])
-        adj = AdjointVirtualProblem(n, rcomm, forward, backward)
-        many = procs > 1
-        fsolver = MGRIT(fwd, iterations=fwd_iterations, group=comm,
-                        slabs=fslabs if many else None, **options)
-        asolver = MGRIT(adj, iterations=bwd_iterations, group=rcomm,
-                        slabs=aslabs if many else None, **options)
-        weights = torch.zeros(1)
-
-        def train_step() -> dict[str, Any]:
-            for r, k in (e for e in edges if owner[e[1]] == rank):
-                comm.send(weights, r, 11, f"the weights of layer {k}")
-            for _, k in (e for e in edges if e[0] == rank):
-                comm.recv_into(weights, owner[k], 11, f"the weights of layer {k}")
-            f = fsolver.solve(warm_start=True)
-            if not fused:  # the recorded sweep
-                comm.advance(mine * (forward + net.machine.overhead))
-            if many:
-                comm.broadcast(fwd.state, procs - 1, "the network's output")
-            adj.new_batch()
-            a = asolver.solve()
-            if not fused:  # the parameter gradients
-                comm.advance(mine * (backward + net.machine.overhead))
-            return {"forward": f.step_counts, "adjoint": a.step_counts,
-                    "recordings": adj.recordings, "layers": mine}
-
-        train_step()
-        net.restart(rank)
-        return train_step()
-
-    net, out = simulate(procs, machine, rank_fn, timeout)
-    fc = [sum(o["forward"][l] for o in out) for l in range(levels)]
-    ac = [sum(o["adjoint"][l] for o in out) for l in range(levels)]
-    sweeps = 0 if fused else n
-    detail = {"forward_counts": fc, "adjoint_counts": ac,
-              "calls": {"forward_no_grad": sum(fc),
-                        "forward_grad": sweeps + sum(o["recordings"] for o in out),
-                        "backward": sum(ac) + sweeps}}
-    both = [a + b for a, b in zip(fc, ac, strict=True)]
-    return Prediction(max(net.clocks), list(net.clocks), both, net.messages, detail)
 
 
 @dataclass(frozen=True)
@@ -479,22 +344,14 @@ class Choice:
     table: list[tuple[Hierarchy, float]]
 
 
-def choose_hierarchy(n: int, procs: int, *, evaluate: Callable[[Hierarchy], float] | None = None,
-                     candidates: Sequence[Hierarchy] | None = None, **settings: Any) -> Choice:
-    """The hierarchy with the least modelled time for ``n`` steps on ``procs`` ranks among
-    ``candidates`` (default :func:`candidate_hierarchies`, the equal-accuracy rule).
-
-    ``evaluate(h) -> seconds`` models a candidate; by default a layer-parallel training
-    step (:func:`layer_parallel_time` with ``settings``: ``forward``, ``backward``,
-    ``machine``, ``fwd_iterations``, ``bwd_iterations``...). Ties go to fewer levels.
-    """
+def choose_hierarchy(n: int, procs: int, evaluate: Callable[[Hierarchy], float], *,
+                     candidates: Sequence[Hierarchy] | None = None) -> Choice:
+    """The hierarchy with the least modelled time ``evaluate(h)`` (seconds) for ``n``
+    steps on ``procs`` ranks among ``candidates`` (default :func:`candidate_hierarchies`,
+    the equal-accuracy rule). Ties go to fewer levels. Layer-parallel training's is
+    :func:`torchpint.layerparallel.choose_layer_parallel`."""
     cands = list(candidate_hierarchies(n) if candidates is None else candidates)
     if not cands:
         raise ValueError(f"no candidate hierarchy for {n} steps")
-    if evaluate is None:
-        def evaluate(h: Hierarchy) -> float:
-            return layer_parallel_time(n, procs, levels=h.levels, cfactor=h.cfactor,
-                                       relax=h.relax, **settings).seconds
     table = sorted(((h, evaluate(h)) for h in cands), key=lambda e: (e[1], e[0].levels))
     return Choice(table[0][0], table[0][1], table)
-

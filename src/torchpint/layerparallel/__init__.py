@@ -3,12 +3,16 @@ adjoint, on the core's reusable solver (Günther, Ruthotto, Schroder, Cyr, Gauge
 
 ``LayerParallel(open, steps, close, ...)`` is an ``nn.Module`` trained like any other;
 ``serial()`` gives the same network as an ordinary ``nn.Sequential``; ``refine`` makes a
-trained shallow network the start of a deeper one (multilevel initialisation).
+trained shallow network the start of a deeper one (multilevel initialisation);
+``layer_parallel_time`` models a training step on P ranks, ``choose_layer_parallel``
+picks the hierarchy by it.
 """
 
+from torchpint.layerparallel.costmodel import choose_layer_parallel, layer_parallel_time
 from torchpint.layerparallel.models import conv_resnet
 from torchpint.layerparallel.module import LayerParallel, ResidualStep
 from torchpint.layerparallel.nested import refine
 from torchpint.layerparallel.report import SolveReport
 
-__all__ = ["LayerParallel", "ResidualStep", "SolveReport", "conv_resnet", "refine"]
+__all__ = ["LayerParallel", "ResidualStep", "SolveReport", "choose_layer_parallel",
+           "conv_resnet", "layer_parallel_time", "refine"]
