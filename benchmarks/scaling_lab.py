@@ -16,8 +16,8 @@ Three cases, on P = 1, 2, 4, ... processes (``--ranks``):
 Each point: the median wall time of ``--reps`` repeats (the slowest rank), the cost
 model's prediction (``core.costmodel``, ``layerparallel.costmodel``: the same solver
 replayed on a virtual clock, with the latency, bandwidth and per-step bookkeeping
-measured here), the critical path (the model with free messages and bookkeeping), and the speedup over
-serial stepping with the same sleeps. Also: the hierarchy the model's chooser picks for
+measured here), the critical path (the model with free messages and bookkeeping), and
+the speedup over serial stepping with the same sleeps. Also: the hierarchy the model's chooser picks for
 N = 128 on 16 ranks, measured against the default, and the model's predictions for
 N = 1024 on 64 and 256 GPUs.
 
