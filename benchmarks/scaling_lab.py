@@ -17,9 +17,9 @@ Each point: the median wall time of ``--reps`` repeats (the slowest rank), the c
 model's prediction (``core.costmodel``, ``layerparallel.costmodel``: the same solver
 replayed on a virtual clock, with the latency, bandwidth and per-step bookkeeping
 measured here), the critical path (the model with free messages and bookkeeping), and
-the speedup over serial stepping with the same sleeps. Also: the hierarchy the model's chooser picks for
-N = 128 on 16 ranks, measured against the default, and the model's predictions for
-N = 1024 on 64 and 256 GPUs.
+the speedup over serial stepping with the same sleeps. Also: the hierarchy the model's
+chooser picks for N = 128 on 16 ranks, measured against the default, and the model's
+predictions for N = 1024 on 64 and 256 GPUs.
 
     python benchmarks/scaling_lab.py --json benchmarks/results/scaling_lab.json \\
         --plot benchmarks/results/scaling_lab.png
