@@ -40,7 +40,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from common import median_quartiles, step_fn, write_json  # this directory is on sys.path
+from common import (  # this directory is on sys.path
+    median_quartiles,
+    ping_pong,
+    step_fn,
+    write_json,
+)
 from torchpint.cli.train_layer_parallel import gradient_check
 from torchpint.data import digits_datasets
 from torchpint.layerparallel import LayerParallel, conv_resnet
@@ -87,7 +92,7 @@ def _worker(rank: int, world: int, port: int, n: int, channels: int, batch: int,
         steps = {s: _stepper(net, *_batch(batch)) for s, net in nets.items()}
         for step in steps.values():
             step()  # warm up: solvers and shapes
-        latency = _ping(rank)
+        latency = ping_pong(rank, torch.zeros(8), 200)
         results.put(("ready", rank, latency))
         while True:
             cmd = commands[rank].get()
@@ -115,21 +120,6 @@ def _layer_steps(net: LayerParallel, batch: int, reps: int) -> float:
         for _ in range(reps):
             u = u + 0.01 * layer(u)
     return (time.perf_counter() - t) / reps
-
-
-def _ping(rank: int, rounds: int = 200) -> float:
-    """One-way point-to-point latency between ranks 0 and 1 (half a round trip)."""
-    t = torch.zeros(8)
-    dist.barrier()
-    start = time.perf_counter()
-    for _ in range(rounds):
-        if rank == 0:
-            dist.send(t, 1)
-            dist.recv(t, 1)
-        elif rank == 1:
-            dist.recv(t, 0)
-            dist.send(t, 0)
-    return (time.perf_counter() - start) / rounds / 2
 
 
 class _Ranks:

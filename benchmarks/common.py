@@ -250,6 +250,23 @@ def cell_text(recs: list[dict[str, Any]], max_iter: int) -> str:
     return f"{fmt(med)} [{fmt(min(vals))}-{fmt(max(vals))}]"
 
 
+def ping_pong(rank: int, t: torch.Tensor, rounds: int = 100) -> float:
+    """One-way seconds of a message between ranks 0 and 1 of the default process group:
+    ``rounds`` round trips of ``t``, halved (other ranks only join the barrier)."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        if rank == 0:
+            dist.send(t, 1)
+            dist.recv(t, 1)
+        elif rank == 1:
+            dist.recv(t, 0)
+            dist.send(t, 0)
+    return (time.perf_counter() - start) / rounds / 2
+
+
 # ----------------------------------------------------------------------------- output
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from common import log, machine_info, write_json  # this directory is on sys.path
+from common import log, machine_info, ping_pong, write_json  # this directory is on sys.path
 
 SIMULATED = ("SIMULATED: every step's compute is a sleep (compute is free); the processes, "
              "messages, collectives and solver bookkeeping are real")
@@ -234,28 +234,17 @@ def mgrit_case(comm: Any, plan: dict[str, Any], case: str) -> dict[str, Any]:
     return out
 
 
-def ping_pong(rank: int) -> dict[str, float]:
+def latencies(rank: int) -> dict[str, float]:
     """One-way seconds of a message between ranks 0 and 1 (Gloo on loopback), small and
     1 MiB: the median of 10 rounds of 100 round trips each (the sizes interleaved, so a
     drift of the machine's load hits both), after a warm-up round."""
-    import torch.distributed as dist
-
     sizes = {"small_8_float64": 8, "large_131072_float64": 131072}
     rounds: dict[str, list[float]] = {k: [] for k in sizes}
     for r in range(11):
         for name, size in sizes.items():
-            t = torch.zeros(size, dtype=torch.float64)
-            dist.barrier()
-            start = time.perf_counter()
-            for _ in range(100):
-                if rank == 0:
-                    dist.send(t, 1)
-                    dist.recv(t, 1)
-                elif rank == 1:
-                    dist.recv(t, 0)
-                    dist.send(t, 0)
+            one_way = ping_pong(rank, torch.zeros(size, dtype=torch.float64), 100)
             if r:
-                rounds[name].append((time.perf_counter() - start) / 200)
+                rounds[name].append(one_way)
     return {k: statistics.median(v) for k, v in rounds.items()}
 
 
@@ -266,14 +255,14 @@ def worker(rank: int, world: int, plan: dict[str, Any]) -> dict[str, Any] | None
     comm = GroupComm()
     out: dict[str, Any] = {}
     if world == 2:  # before and after the cases: a burst of the machine's load hits one
-        out["ping_pong"] = [ping_pong(rank)]
+        out["ping_pong"] = [latencies(rank)]
     if "layer-parallel" in plan["cases"]:
         out["layer-parallel"] = [lp_case(comm, plan, s, i == 0) for i, s in enumerate(plan["lp"])]
     for case in ("adder", "heat"):
         if case in plan["cases"]:
             out[case] = mgrit_case(comm, plan, case)
     if world == 2:
-        out["ping_pong"].append(ping_pong(rank))
+        out["ping_pong"].append(latencies(rank))
     return out if rank == 0 else None
 
 
