@@ -399,3 +399,15 @@ def test_state_dict_holds_the_warm_start_so_a_resumed_run_goes_on_bit_for_bit(tm
     cold.load_state_dict(old)
     with torch.no_grad():
         assert torch.equal(warm(X[:2]), cold(X[:2]))
+
+
+def test_a_warm_start_loaded_into_a_cold_module_is_ignored():
+    saved = _net(3, 2, 1, bwd_start="warm")
+    _sgd(saved, torch.optim.SGD(saved.parameters(), lr=0.05), range(2))
+    state = saved.state_dict()
+    assert state["_extra_state"]["forward"] is not None
+    cold, ref = _net(3, 2, 1, fwd_start="cold"), _net(3, 2, 1, fwd_start="cold")
+    cold.load_state_dict(state)
+    ref.load_state_dict({k: v for k, v in state.items() if k != "_extra_state"})
+    with torch.no_grad():
+        assert torch.equal(cold(X), ref(X))

@@ -6,9 +6,9 @@ sweep (XBraid's "done" sweep) records each step's graph ``y_k = Phi_k(x_k)``, an
 output is ``y_{N-1}``. Backward: ``bwd_iterations`` MGRIT iterations on the adjoint, whose
 steps are vector-Jacobian products of those graphs (coarse ones linearised at the fine
 states); its final sweep takes the parameter gradients ``(dPhi_k / dtheta_k)^T
-lambda_{k+1}`` in the same autograd calls. Each solve starts by XBraid's skip, from the
-previous batch's solution (a warm start, kept in ``state_dict()`` so a resumed run goes
-on bit for bit) or cold. With one level, or enough iterations, the gradient is ordinary
+lambda_{k+1}`` in the same autograd calls. Each solve starts as ``fwd_start`` and
+``bwd_start`` say: by XBraid's skip, from the previous batch's solution (a warm start,
+kept in ``state_dict()`` so a resumed run goes on bit for bit) or cold. With one level, or enough iterations, the gradient is ordinary
 backprop's.
 
 Distributed (``group=``), each rank holds a slab of the layers (:mod:`.layout`): rank 0
@@ -333,7 +333,7 @@ class LayerParallel(nn.Module, RankAware):
             solver = self._solver(self.fwd_iterations, problem, self.comm,
                                   self.layout.forward_slabs(), self.fwd_start)
             self._fwd = (problem, solver)
-            warm = self._load_warm("forward", solver)
+            warm = self.fwd_start == "warm" and self._load_warm("forward", solver)
         problem.seed = self._batch_seed()
         graphs = problem.recorder = StepGraphs(problem, self.layers, grad)
         try:
@@ -365,7 +365,7 @@ class LayerParallel(nn.Module, RankAware):
             solver = self._solver(self.bwd_iterations, adjoint, self._rcomm,
                                   self.layout.adjoint_slabs(), self.bwd_start)
             self._adj = (adjoint, solver)
-            warm = self._load_warm("adjoint", solver)
+            warm = self.bwd_start == "warm" and self._load_warm("adjoint", solver)
         try:
             res = solver.solve(g, warm_start=warm, copy=False)
             grads = adjoint.param_grads
