@@ -8,8 +8,8 @@ steps are vector-Jacobian products of those graphs (coarse ones linearised at th
 states); its final sweep takes the parameter gradients ``(dPhi_k / dtheta_k)^T
 lambda_{k+1}`` in the same autograd calls. Each solve starts as ``fwd_start`` and
 ``bwd_start`` say: by XBraid's skip, from the previous batch's solution (a warm start,
-kept in ``state_dict()`` so a resumed run goes on bit for bit) or cold. With one level, or enough iterations, the gradient is ordinary
-backprop's.
+kept in ``state_dict()`` so a resumed run goes on bit for bit) or cold. With one level,
+or enough iterations, the gradient is ordinary backprop's.
 
 Distributed (``group=``), each rank holds a slab of the layers (:mod:`.layout`): rank 0
 also runs ``open``, the last rank ``close``, and the output is sent to every rank.
