@@ -123,9 +123,8 @@ def read_idx(
             "the header announces",
             fix,
         )
-    return np.frombuffer(data, dtype=item, count=size // item.itemsize, offset=head).reshape(
-        shape
-    )
+    values = np.frombuffer(data, dtype=item, count=size // item.itemsize, offset=head)
+    return values.reshape(shape).copy()  # writable, and free of the file's bytes
 
 
 def read_npz(path: str | os.PathLike, *, fix: str = DEFAULT_FIX) -> np.ndarray:
