@@ -88,15 +88,15 @@ FILE_SPECS: dict[str, FileSpec] = {
         (Layout("cifar", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",)),),
         ("cifar-10-batches-py", ""), num_classes=10,
         mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), flip=True,
-        source="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (unpack it in the "
-        "root)", **_RGB,
+        source="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (unpack it in "
+        "the --data-root)", **_RGB,
     ),
     "cifar100": FileSpec(
         "CIFAR-100", (Layout("cifar", ("train",), ("test",)),), ("cifar-100-python", ""),
         num_classes=100,
         mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), flip=True,
-        source="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (unpack it in the "
-        "root)", **_RGB,
+        source="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (unpack it in "
+        "the --data-root)", **_RGB,
     ),
     "svhn": FileSpec(
         "SVHN", (Layout("svhn", ("train_32x32.mat",), ("test_32x32.mat",)),),
@@ -192,11 +192,15 @@ def locate(name: str, data_root: str | os.PathLike | None) -> Found:
             f"{spec.title} is not installed in {root} ({what}): {apt}; or pass --data-root "
             f"DIR where DIR holds {_expected(spec, '<DIR>')}"
         )
-    tail = f" Or {apt} and leave out --data-root." if apt else ""
+    head = f"--data-root {root} does not hold the {name} data set ({what})"
+    if apt:
+        raise DataSetNotFoundError(
+            f"{head}: {apt} and leave out --data-root; or put in it "
+            f"{_expected(spec, root)} from {spec.source} (torchpint never downloads)"
+        )
     raise DataSetNotFoundError(
-        f"--data-root {root} does not hold the {name} data set ({what}); expected "
-        f"{_expected(spec, root)}. torchpint never downloads: get the files from "
-        f"{spec.source}.{tail}"
+        f"{head}; expected {_expected(spec, root)}. torchpint never downloads: get the files "
+        f"from {spec.source}."
     )
 
 
