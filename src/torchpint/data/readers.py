@@ -35,7 +35,7 @@ IDX_TYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 MAX_BYTES = 1 << 31  # no image file of these sets is near 2 GiB: more is not one of them
-DEFAULT_FIX = "re-download the data set"
+DEFAULT_FIX = "re-download the data set from its official source"
 
 
 class DataSetNotFoundError(FileNotFoundError):
@@ -184,6 +184,10 @@ def check_pair(
 # ------------------------------------------------------------------------------ pickles
 
 
+class _Refused(pickle.UnpicklingError):
+    """What the safe unpickler raises for anything outside its allowed set."""
+
+
 class _NDArray:
     """Stands for ``numpy.ndarray`` in a pickle: good only as ``_reconstruct``'s first
     argument, so the class itself can never be called with the file's arguments."""
@@ -193,7 +197,7 @@ def _reconstruct(cls: Any, shape: Any, typecode: Any) -> np.ndarray:
     """NumPy's ``_reconstruct``, for the ndarray class only (an empty array, filled by the
     ``__setstate__`` that follows)."""
     if cls is not _NDArray:
-        raise pickle.UnpicklingError(f"_reconstruct of {cls!r}, expected numpy.ndarray")
+        raise _Refused(f"_reconstruct of {cls!r}, expected numpy.ndarray")
     return np.ndarray.__new__(np.ndarray, (0,), np.uint8)
 
 
@@ -206,23 +210,23 @@ def _dtype(name: Any, align: Any = 0, copy: Any = 0) -> np.dtype:
     """``numpy.dtype`` for plain numbers only (no object dtype, no records)."""
     text = name.decode("latin1") if isinstance(name, bytes) else name
     if not isinstance(text, str) or text not in _PLAIN_DTYPES:
-        raise pickle.UnpicklingError(f"numpy dtype {name!r} is not a plain numeric type")
+        raise _Refused(f"numpy dtype {name!r} is not a plain numeric type")
     return np.dtype(text)
 
 
 def _frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
     """NumPy's ``_frombuffer`` (pickle protocol 5), for plain numeric dtypes only."""
     if not isinstance(dtype, np.dtype) or dtype.kind not in "uibf" or dtype.hasobject:
-        raise pickle.UnpicklingError(f"array of dtype {dtype!r} is not a plain numeric type")
+        raise _Refused(f"array of dtype {dtype!r} is not a plain numeric type")
     if order not in ("C", "F"):
-        raise pickle.UnpicklingError(f"array order {order!r}")
+        raise _Refused(f"array order {order!r}")
     return np.frombuffer(memoryview(buf), dtype=dtype).reshape(shape, order=order).copy()
 
 
 def _encode(text: Any, encoding: Any = "latin1") -> bytes:
     """``_codecs.encode(str, 'latin1')``, how protocol 2 writes bytes from Python 3."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("_codecs.encode other than of a string to latin1")
+        raise _Refused("_codecs.encode other than of a string to latin1")
     return text.encode("latin1")
 
 
@@ -246,10 +250,10 @@ class SafeUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}") from None
+            raise _Refused(f"refused global {module}.{name}") from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("refused persistent id")
+        raise _Refused("refused persistent id")
 
 
 def safe_unpickle(path: str | os.PathLike, *, fix: str = DEFAULT_FIX) -> Any:
@@ -258,12 +262,12 @@ def safe_unpickle(path: str | os.PathLike, *, fix: str = DEFAULT_FIX) -> Any:
     data = read_bytes(path, fix=fix)
     try:
         return SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except _Refused as err:
+        raise UnsafePickleError(
+            f"{os.fspath(path)}: {err}: this pickle holds more than the data set's arrays "
+            f"and was not run; {fix}"
+        ) from None
     except pickle.UnpicklingError as err:
-        if str(err).startswith("refused") or "not a plain" in str(err):
-            raise UnsafePickleError(
-                f"{os.fspath(path)}: {err}: this pickle holds more than the data set's "
-                f"arrays and was not run; {fix} from its official source"
-            ) from None
         raise _fail(path, f"truncated or corrupt pickle ({err})", fix) from None
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
             MemoryError) as err:
