@@ -173,3 +173,46 @@ def parse_devices(spec: str | None) -> list[torch.device] | None:
 def local_rank() -> int:
     """This process's rank on its machine under torchrun (0 otherwise)."""
     return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0)))
+
+
+def add_data_arguments(group: Any) -> None:
+    """The data options of the training commands (on a parser or an argument group)."""
+    from torchpint.data import AUGMENT_CHOICES, DATASET_NAMES, FILE_SPECS
+
+    fashion = FILE_SPECS["fashion-mnist"]
+    a = group.add_argument
+    a("--dataset", default="digits", choices=DATASET_NAMES,
+      help="digits and shapes are embedded; fashion-mnist is read from "
+      f"{fashion.default_root} (apt-get install {fashion.package}) or --data-root; mnist, "
+      "kmnist, cifar10, cifar100 and svhn from --data-root (default digits)")
+    a("--data-root", default=None, metavar="DIR",
+      help="folder holding the data set's files (never downloaded; layouts in docs/data.md)")
+    a("--image-size", type=COUNT, default=None,
+      help="input size (default: digits 16, shapes 32, else the data set's own)")
+    a("--augment", nargs="?", const="standard", default="none", choices=AUGMENT_CHOICES,
+      metavar="KIND",
+      help="augment the training images of the sets read from files: standard (the flag "
+      "alone: random crop padded by size/8, plus horizontal flips except for digits: "
+      "mnist, kmnist, svhn), crop, flip, crop+flip or none (default none)")
+    a("--workers", type=bounded(int, 0), default=0,
+      help="DataLoader worker processes (default 0: load in the training process)")
+
+
+def data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``make_loaders``' keywords from the data options, refusing an ``--augment`` that
+    would be ignored."""
+    from torchpint.data import EMBEDDED
+
+    augment = getattr(args, "augment", "none")
+    if args.dataset in EMBEDDED and augment != "none":
+        raise ValueError(f"--augment applies to the data sets read from files; {args.dataset} "
+                         "is embedded, fixed tensors")
+    return {"data_root": args.data_root, "image_size": args.image_size, "augment": augment,
+            "num_workers": getattr(args, "workers", 0)}
+
+
+def data_run_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """What the data options add to a run's fingerprint: the augmentation, when there is
+    one (so checkpoints of runs without it still resume)."""
+    augment = getattr(args, "augment", "none")
+    return {} if augment == "none" else {"augment": augment}

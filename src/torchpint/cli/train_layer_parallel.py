@@ -20,9 +20,12 @@ from torchpint.cli import _plots as plots
 from torchpint.cli._common import (
     COUNT,
     POSITIVE,
+    add_data_arguments,
     add_timeout,
     bounded,
     check_outputs,
+    data_options,
+    data_run_fields,
     deprecated_alias,
     is_main,
     local_rank,
@@ -31,7 +34,6 @@ from torchpint.cli._common import (
     say,
 )
 from torchpint.core.mgrit import RELAXATIONS
-from torchpint.data import DATASET_NAMES
 from torchpint.layerparallel.module import STARTS
 
 START_DEFAULTS = {"fwd_start": "warm", "bwd_start": "cold"}  # LayerParallel's
@@ -52,12 +54,7 @@ MEMORY_HINT = "--batch-size, --channels or --layers"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``torchpint train-layer-parallel``."""
     a = parser.add_argument
-    a("--dataset", default="digits", choices=DATASET_NAMES,
-      help="digits and shapes are embedded; the others are read from --data-root "
-      "(default digits)")
-    a("--data-root", default=None, help="folder holding a torchvision data set")
-    a("--image-size", type=COUNT, default=None,
-      help="input size (default: digits 16, shapes 32, else the data set's own)")
+    add_data_arguments(parser)
     a("--layers", type=COUNT, default=32, help="residual layers N, one time step each "
       "(default 32)")
     deprecated_alias(parser, "--steps", "--layers", "layers", type=COUNT)
@@ -153,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args)
     group, device = _placement(args)
     cfg = FitConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum, seed=args.seed)
-    data = make_loaders(args.dataset, data_root=args.data_root, image_size=args.image_size,
-                        batch_size=args.batch_size, seed=args.seed)
+    data = make_loaders(args.dataset, batch_size=args.batch_size, seed=args.seed,
+                        **data_options(args))
     torch.manual_seed(args.seed)
     net = conv_resnet(args.layers, args.channels, data.in_channels, data.num_classes,
                       data.image_size, T=args.T,
@@ -169,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         serial = copy.deepcopy(net).serial() if world == 1 else net.serial()
     run_id = {"model": "conv_resnet", "steps": args.layers, "channels": args.channels,
               "T": args.T, "dataset": data.name, "image_size": data.image_size,
-              "batch_size": args.batch_size}
+              "batch_size": args.batch_size, **data_run_fields(args)}
     solver_id = {"levels": args.levels, "cfactor": args.cfactor, "relax": net.relax,
                  "fwd_iters": args.fwd_iterations, "bwd_iters": args.bwd_iterations,
                  **{k: getattr(args, k) for k, v in START_DEFAULTS.items()

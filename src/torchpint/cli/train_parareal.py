@@ -23,9 +23,12 @@ from torchpint.cli import _plots as plots
 from torchpint.cli._common import (
     COUNT,
     POSITIVE,
+    add_data_arguments,
     add_timeout,
     bounded,
     check_outputs,
+    data_options,
+    data_run_fields,
     deprecated_alias,
     is_main,
     local_rank,
@@ -33,7 +36,6 @@ from torchpint.cli._common import (
     save_outputs,
     say,
 )
-from torchpint.data import DATASET_NAMES
 from torchpint.models import MODEL_NAMES
 from torchpint.parareal.coarse import COARSE_KINDS
 from torchpint.parareal.executors import EXECUTORS
@@ -73,14 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="batch norm with --data-parallel: sync (statistics of the whole batch, as one "
       "replica; default) or local (each replica's share, as DDP; fewer messages)")
     add_timeout(m)
-    d = parser.add_argument_group("data")
-    d.add_argument("--dataset", default="digits", choices=DATASET_NAMES,
-                   help="digits and shapes are embedded; the others are read from --data-root")
-    d.add_argument("--data-root", default=None, help="folder holding a torchvision data set")
-    d.add_argument("--image-size", type=COUNT, default=None,
-                   help="input size (default: digits 16, shapes 32, else the data set's own)")
-    d.add_argument("--workers", type=bounded(int, 0), default=0,
-                   help="DataLoader worker processes (default 0)")
+    add_data_arguments(parser.add_argument_group("data"))
     t = parser.add_argument_group("training")
     t.add_argument("--epochs", type=COUNT, default=4, help="training epochs (default 4)")
     t.add_argument("--batch-size", type=COUNT, default=32,
@@ -205,8 +200,8 @@ def _train(args: argparse.Namespace) -> int:
     chunks, devices, home = _placement(args)
     cfg = FitConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed)
-    data = make_loaders(args.dataset, data_root=args.data_root, image_size=args.image_size,
-                        batch_size=args.batch_size, seed=args.seed, num_workers=args.workers)
+    data = make_loaders(args.dataset, batch_size=args.batch_size, seed=args.seed,
+                        **data_options(args))
     torch.manual_seed(args.seed)
     model = build_model(args.model, depth=args.depth, width=args.width,
                         num_classes=data.num_classes, in_channels=data.in_channels).to(home)
@@ -215,7 +210,8 @@ def _train(args: argparse.Namespace) -> int:
     # what defines a run beyond the recipe (fit compares that): a checkpoint of another
     # model, data set or batch size is refused, not resumed
     run = {"model": args.model, "depth": args.depth, "width": args.width, "dataset": data.name,
-           "image_size": data.image_size, "batch_size": args.batch_size}
+           "image_size": data.image_size, "batch_size": args.batch_size,
+           **data_run_fields(args)}
     para_run = {**run, "chunks": chunks, "iterations": args.iterations, "coarse": args.coarse}
     cuts = _parse_cuts(args.cut_points)
     ckpt = _ckpt(args, "parareal")
