@@ -1,6 +1,5 @@
 """The training commands on the sets read from files: a tiny epoch on small IDX files, and
-the one-line exit-2 messages of a missing or bad set. (Here rather than in tests/cli: these
-test the data options, on the data package's test files.)"""
+the one-line exit-2 messages of a missing or bad set (on the data tests' file writers)."""
 
 from __future__ import annotations
 
