@@ -3,11 +3,13 @@ exact networks (issue 27, item 4).
 
 Cells (a cell = study, model, chunks or settings, epochs, seed; ``--list`` prints them):
 
-- ``parareal-<model>-N<n>-e<epochs>-s<seed>``: the model (pre-activation bottleneck
-  ResNet-20 at width 16, or VGG-16-BN at width 16), copied (same initial weights), one copy
-  cut into a parareal network of N chunks (k = 1, coarse nets by default, cut points by
-  FLOPs); both trained with the same SGD recipe on the same batches (``torchpint.trainer.fit``,
-  lr 0.05, momentum 0.9, weight decay 5e-4, cosine); their test accuracies.
+- ``parareal-<model>-original-e<epochs>-s<seed>`` and ``parareal-<model>-N<n>-e<epochs>-s<seed>``:
+  the model (pre-activation bottleneck ResNet-20 at width 16, or VGG-16-BN at width 16)
+  trained as it is, and cut into a parareal network of N chunks (k = 1, coarse nets by
+  default, cut points by FLOPs), each in its own cell from the same seed: the same initial
+  weights and the same batches, so one original per seed serves every N. Both use the same
+  SGD recipe (``torchpint.trainer.fit``, lr 0.05, momentum 0.9, weight decay 5e-4, cosine)
+  for the model's epochs (VGG-16 5, ResNet-20 2: the budget; ``--epochs`` sets both).
 - ``layer-parallel-conv_resnet-N<layers>C<channels>-e<epochs>-s<seed>``:
   ``torchpint train-layer-parallel --serial-baseline`` (layer-parallel MGRIT training and
   exact serial backprop, same initial weights and batches) at ``--lr 0.01`` (the default
@@ -22,7 +24,9 @@ Cells (a cell = study, model, chunks or settings, epochs, seed; ``--list`` print
 Every finished cell writes its own JSON to ``--out`` (default
 benchmarks/results/fashion_mnist/) atomically (a temporary name, then a rename); a rerun
 skips the cells whose JSON exists, so the study resumes after any interruption. Each cell
-runs in its own process with one thread (``--jobs`` of them side by side).
+runs in its own process with one thread (``--jobs`` of them side by side). The epochs are
+part of a cell's id; ``--batch-size``, ``--lr`` and ``--augment`` are not (they are in its
+JSON): give another ``--out`` when changing them.
 
     python benchmarks/fashion_mnist_cells.py                     # the whole plan (hours)
     python benchmarks/fashion_mnist_cells.py --cells layer-parallel --seeds 0
@@ -43,6 +47,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -55,19 +60,23 @@ IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 
 # the parareal study's models: name -> (preset, depth, width)
 MODELS: dict[str, tuple[str, int | None, int]] = {
-    "resnet20": ("resnet", 20, 16),  # pre-activation bottleneck ResNet-20 (6 blocks)
     "vgg16": ("vgg16", None, 16),  # VGG-16-BN, stages of 16-32-64-128-128 channels
+    "resnet20": ("resnet", 20, 16),  # pre-activation bottleneck ResNet-20 (6 blocks)
 }
 CHUNKS = (2, 4)
+# epochs per model, within the issue's 4 core-hours: VGG-16 5; ResNet-20, 3x dearer a step, 2
+EPOCHS: dict[str, int] = {"vgg16": 5, "resnet20": 2}
+LP_EPOCHS = 1
 # the layer-parallel settings: name -> (layers N, channels C)
 LP_SETTINGS: dict[str, tuple[int, int]] = {"N32C8": (32, 8), "N32C16": (32, 16)}
 LP_LR = 0.01
 
-# rough single-thread seconds per epoch on the full training set (60,000 images) of one
-# cell, both networks together, for the plan's estimate only
-EPOCH_S: dict[str, float] = {
-    "parareal-resnet20": 900.0, "parareal-vgg16": 700.0,
-    "layer-parallel-N32C8": 500.0, "layer-parallel-N32C16": 1200.0,
+# single-thread seconds per epoch on the full training set (60,000 images, batch 32) of one
+# network, measured here: (model, chunks) with chunks 0 the original; for the plan's estimate
+EPOCH_S: dict[tuple[str, int], float] = {
+    ("resnet20", 0): 280.0, ("resnet20", 2): 380.0, ("resnet20", 4): 550.0,
+    ("vgg16", 0): 90.0, ("vgg16", 2): 95.0, ("vgg16", 4): 100.0,
+    ("N32C8", 0): 1050.0, ("N32C16", 0): 2400.0,  # layer-parallel and serial together
 }  # fmt: skip
 STEPTIME_S = 120.0
 
@@ -86,13 +95,17 @@ TOLERANCE = 0.5  # points: "within 0.5 pt"
 
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every cell of the study with these options, in the order they run."""
-    e, cells = args.epochs, []
+    cells = []
     q = "-quick" if args.quick else ""  # quick cells never pass for real ones
     for model in MODELS:
-        for n in args.chunks:
-            for s in args.seeds:
+        e = args.epochs or EPOCHS[model]
+        for s in args.seeds:
+            cells.append({"id": f"parareal-{model}-original-e{e}-s{s}{q}", "study": "original",
+                          "model": model, "chunks": 0, "epochs": e, "seed": s})
+            for n in args.chunks:
                 cells.append({"id": f"parareal-{model}-N{n}-e{e}-s{s}{q}", "study": "parareal",
                               "model": model, "chunks": n, "epochs": e, "seed": s})
+    e = args.lp_epochs
     for name in args.lp_settings:
         for s in args.seeds:
             cells.append({"id": f"layer-parallel-conv_resnet-{name}-e{e}-s{s}{q}",
@@ -112,8 +125,8 @@ def estimate_s(cell: dict[str, Any], fraction: float) -> float:
     """Rough seconds of ``cell`` (``fraction``: the share of the training set used)."""
     if cell["study"] == "steptime":
         return STEPTIME_S * (0.1 if fraction < 1 else 1.0)
-    key = (f"parareal-{cell['model']}" if cell["study"] == "parareal"
-           else f"layer-parallel-{cell['settings']}")
+    key = (cell["settings"], 0) if cell["study"] == "layer-parallel" else (
+        cell["model"], cell["chunks"])
     return EPOCH_S[key] * cell["epochs"] * fraction
 
 
@@ -165,9 +178,9 @@ def build(model: str, in_channels: int = 1) -> Any:
 
 
 def run_parareal(cell: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Original and parareal network from the same initial weights, same batches."""
-    import copy
-
+    """The original (``chunks`` 0) or its parareal network, trained from the seed's initial
+    weights on the seed's batches: an original cell and a parareal cell of one seed start
+    from the same weights and see the same batches."""
     import torch
 
     from torchpint.data import make_loaders
@@ -181,21 +194,22 @@ def run_parareal(cell: dict[str, Any], args: argparse.Namespace) -> dict[str, An
                     seed=seed)
     torch.manual_seed(seed)
     model = build(cell["model"], data.in_channels)
-    original = copy.deepcopy(model)
-    x = next(iter(data.train))[0][:8]
-    net = parareal_network(model, cell["chunks"], iterations=1, balance="flops",
-                           example_input=x)
-    out: dict[str, Any] = {"cut_points": list(getattr(net, "cut_points", []) or [])}
-    for label, m in (("original", original), ("parareal", net)):
-        t0 = time.perf_counter()
-        res = fit(m, data.train, data.test, cfg, label=label, progress=False, log=None)
-        out[label] = {
-            "test_accuracy": res.test_accuracy,
-            "train_accuracy": res.history[-1].train_accuracy,
-            "params": res.params,
-            "time_s": time.perf_counter() - t0,
-        }
-    out["difference"] = out["parareal"]["test_accuracy"] - out["original"]["test_accuracy"]
+    out: dict[str, Any] = {}
+    if cell["chunks"]:
+        x = next(iter(data.train))[0][:8]
+        model = parareal_network(model, cell["chunks"], iterations=1, balance="flops",
+                                 example_input=x)
+        out["cut_points"] = list(getattr(model, "cut_points", []) or [])
+    label = "parareal" if cell["chunks"] else "original"
+    t0 = time.perf_counter()
+    res = fit(model, data.train, data.test, cfg, label=label, progress=False, log=None)
+    out[label] = {
+        "test_accuracy": res.test_accuracy,
+        "train_accuracy": res.history[-1].train_accuracy,
+        "params": res.params,
+        "time_s": time.perf_counter() - t0,
+        "history": [asdict(h) for h in res.history],
+    }
     out["recipe"] = {"lr": args.lr, "momentum": 0.9, "weight_decay": 5e-4,
                      "schedule": "cosine", "batch_size": args.batch_size,
                      "augment": args.augment, "iterations": 1, "balance": "flops",
@@ -295,7 +309,8 @@ def run_cell(cell: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    fn = {"parareal": run_parareal, "layer-parallel": run_layer_parallel,
+    fn = {"original": run_parareal, "parareal": run_parareal,
+          "layer-parallel": run_layer_parallel,
           "steptime": run_steptime}[cell["study"]]
     result = fn(cell, args)
     return {**cell, **result, "quick": bool(args.quick),
@@ -307,12 +322,14 @@ def run_cell(cell: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 def spawn(cell: dict[str, Any], args: argparse.Namespace, out: Path) -> tuple[str, int, float]:
     """Run ``cell`` in a fresh process (``--run-cell``), one intra-op thread."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run-cell", cell["id"],
-           "--out", str(out), "--epochs", str(args.epochs), "--seeds",
+           "--out", str(out), "--lp-epochs", str(args.lp_epochs), "--seeds",
            *map(str, args.seeds), "--chunks", *map(str, args.chunks), "--lp-settings",
            *args.lp_settings, "--batch-size", str(args.batch_size), "--lr", str(args.lr),
            "--augment", args.augment, "--reps", str(args.reps)]
     if args.data_root:
         cmd += ["--data-root", str(args.data_root)]
+    if args.epochs:
+        cmd += ["--epochs", str(args.epochs)]
     if args.quick:
         cmd += ["--quick-cell"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -343,8 +360,15 @@ def summarize(out: Path) -> dict[str, Any]:
             records.append(json.loads(p.read_text()))
         except (OSError, json.JSONDecodeError):
             continue
+    originals = {(r["model"], r["epochs"], r["seed"], r.get("quick", False)): r
+                 for r in records if r.get("study") == "original"}
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in records:
+        if r.get("study") == "parareal":  # paired with its seed's original, once it ran
+            o = originals.get((r["model"], r["epochs"], r["seed"], r.get("quick", False)))
+            if o is None:
+                continue
+            r = {**r, "original": o["original"]}
         if r.get("study") in ("parareal", "layer-parallel"):
             key = (r["study"], r["model"], r.get("chunks") or r.get("settings"), r["epochs"],
                    r.get("quick", False))
@@ -420,10 +444,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="run only cells whose id matches (substring or glob), e.g. "
                         "layer-parallel, 'parareal-resnet20-N2-*-s0'")
     p.add_argument("--jobs", type=int, default=2, help="cells side by side (default 2)")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="the parareal study's epochs for every model (default: VGG-16 5, "
+                        "ResNet-20 2)")
+    p.add_argument("--lp-epochs", type=int, default=LP_EPOCHS,
+                   help=f"the layer-parallel study's epochs (default {LP_EPOCHS})")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--chunks", type=int, nargs="+", default=list(CHUNKS))
-    p.add_argument("--lp-settings", nargs="+", default=list(LP_SETTINGS),
+    p.add_argument("--lp-settings", nargs="+", default=["N32C8"],
                    choices=list(LP_SETTINGS))
     p.add_argument("--batch-size", type=int, default=32, help="parareal study (default 32)")
     p.add_argument("--lr", type=float, default=0.05, help="parareal study (default 0.05)")
@@ -456,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = None
     if args.quick:
-        args.epochs, args.seeds, args.chunks = 1, [0], [2]
+        args.epochs, args.lp_epochs, args.seeds, args.chunks = 1, 1, [0], [2]
         args.lp_settings, args.reps = ["N32C8"], 3
         tmp = tempfile.TemporaryDirectory(prefix="fashion-quick-")
         if args.data_root is None:
@@ -485,7 +513,7 @@ def run_plan(args: argparse.Namespace, out: Path) -> int:
     fraction = 384 / 60000 if args.quick else 1.0
     todo = [c for c in cells if not cell_path(out, c["id"]).exists()]
     print(f"plan: {len(cells)} cells, {len(cells) - len(todo)} done already, {len(todo)} to "
-          f"run in {out}; epochs {args.epochs}, seeds {args.seeds}, jobs {args.jobs}")
+          f"run in {out}; seeds {args.seeds}, jobs {args.jobs}")
     total = 0.0
     for c in cells:
         est = estimate_s(c, fraction)

@@ -214,11 +214,11 @@ def test_fashion_mnist_cells_quick(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     cells = sorted(p.stem for p in out.glob("*.json"))
     assert cells == ["layer-parallel-conv_resnet-N32C8-e1-s0-quick",
-                     "parareal-resnet20-N2-e1-s0-quick"]
+                     "parareal-resnet20-N2-e1-s0-quick", "parareal-resnet20-original-e1-s0-quick"]
     rec = json.loads((out / "parareal-resnet20-N2-e1-s0-quick.json").read_text())
     assert rec["quick"] and 0 <= rec["parareal"]["test_accuracy"] <= 100
     again = run("--quick", "--out", str(out), "--cells", "parareal-resnet20", "layer-parallel")
-    assert again.returncode == 0 and "2 done already, 0 to run" in again.stdout
+    assert again.returncode == 0 and "3 done already, 0 to run" in again.stdout
     summary = run("--summary", "--out", str(out), "--json", str(tmp_path / "s.json"))
     assert summary.returncode == 0, summary.stderr[-3000:]
     assert "far more epochs" in summary.stdout and "(quick)" in summary.stdout
