@@ -191,3 +191,36 @@ def test_scaling_lab_quick(tmp_path):
         assert 0 < r["critical_path_s"] <= r["model_s"] and r["measured_s"] > 0
     assert data["layer_parallel_structure"]["matched"]
     assert data["parameters"]["latency_s"] > 0 and data["chooser"]["pick"]
+
+
+def test_fashion_mnist_cells_quick(tmp_path):
+    """The Fashion-MNIST study's tiny case end to end (``--quick``: 1 epoch on 384 images,
+    seed 0): one JSON per cell in ``--out``, a rerun skips them all, ``--summary`` prints
+    the table. Skipped without the installed set."""
+    import json
+    import os
+
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        pytest.skip("dataset-fashion-mnist is not installed")
+    src = str(BENCH.parent / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    script, out = str(BENCH / "fashion_mnist_cells.py"), tmp_path / "cells"
+
+    def run(*opts: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, script, *opts], capture_output=True, text=True,
+                              timeout=600, env=env)
+
+    proc = run("--quick", "--out", str(out), "--cells", "parareal-resnet20", "layer-parallel")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cells = sorted(p.stem for p in out.glob("*.json"))
+    assert cells == ["layer-parallel-conv_resnet-N32C8-e1-s0-quick",
+                     "parareal-resnet20-N2-e1-s0-quick", "parareal-resnet20-original-e1-s0-quick"]
+    rec = json.loads((out / "parareal-resnet20-N2-e1-s0-quick.json").read_text())
+    assert rec["quick"] and 0 <= rec["parareal"]["test_accuracy"] <= 100
+    again = run("--quick", "--out", str(out), "--cells", "parareal-resnet20", "layer-parallel")
+    assert again.returncode == 0 and "3 done already, 0 to run" in again.stdout
+    summary = run("--summary", "--out", str(out), "--json", str(tmp_path / "s.json"))
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    assert "far more epochs" in summary.stdout and "(quick)" in summary.stdout
+    assert {r["study"] for r in json.loads((tmp_path / "s.json").read_text())["accuracy"]} == {
+        "parareal", "layer-parallel"}
