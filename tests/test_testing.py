@@ -21,7 +21,7 @@ def test_good_problems_pass_every_check(make):
     report = check_problem(make())
     assert isinstance(report, ProblemReport)
     assert report.passed == list(CHECKS) and not report.skipped
-    assert "10 checks passed" in str(report)
+    assert f"{len(CHECKS)} checks passed" in str(report)
 
 
 class _Bad(Problem):
@@ -57,6 +57,16 @@ class _Bad(Problem):
         return fp
 
 
+class _BadInto(_Bad):
+    """A problem that writes its steps in place (``step_into``), wrongly."""
+
+    def step_into(self, u, i, level, out):
+        if "into" in self.kinds:  # writes something else than step
+            out.copy_(0.4 * u)
+        else:  # "into_inplace"
+            out.copy_(u.mul_(0.5))
+
+
 @pytest.mark.parametrize("kinds, failed, message", [
     (("inplace",), {"step_pure"}, r"level=0\) modified its input in place"),
     (("dtype",), {"step_dtype"}, r"returned shape \(3,\), dtype torch.float32"),
@@ -65,10 +75,13 @@ class _Bad(Problem):
     (("nan",), {"fingerprint"}, "is NaN, which never equals itself"),
     (("hidden",), {"one_level", "two_level"}, "not of hidden state or call order"),
     (("raises",), {"step_runs"}, r"step\(u, 0, level=1\) raised RuntimeError: no coarse step"),
+    (("into",), {"step_into"}, r"step_into\(u, 0, level=0, out\) wrote something other"),
+    (("into_inplace",), {"step_pure"}, r"step_into\(u, 0, level=0, out\) modified its input"),
 ])
 def test_each_bad_problem_fails_its_check(kinds, failed, message):
+    bad = (_BadInto if kinds[0].startswith("into") else _Bad)(*kinds)
     with pytest.raises(ProblemCheckError, match=message) as info:
-        check_problem(_Bad(*kinds))
+        check_problem(bad)
     err = info.value
     assert set(err.failures) == failed and isinstance(err, ValueError)
     assert "initial_state" in err.report.passed

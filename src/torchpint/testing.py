@@ -34,6 +34,7 @@ CHECKS = {
     "step_dtype": "step keeps the dtype of its input",
     "step_device": "step keeps the device of its input",
     "step_pure": "step leaves its input unchanged (no in-place change)",
+    "step_into": "step_into, where the problem gives one, writes exactly what step returns",
     "fingerprint": "fingerprint() is plain JSON data, the same at every call",
     "one_level": "one-level MGRIT equals serial_solve bit for bit",
     "two_level": "two-level MGRIT (F-relaxation, run to its finite-termination iteration "

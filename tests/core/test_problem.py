@@ -51,3 +51,34 @@ def test_step_faults_name_every_broken_rule():
     assert set(faults) == {"tensor"}
     _, faults = step_faults(_problem(lambda u, i: u + 1), u, 0, 0)
     assert faults == {}
+
+
+class _InPlace(FunctionProblem):
+    """A problem that writes its steps into the solver's buffers (``step_into``);
+    ``wrong``: it writes something other than its step."""
+
+    def __init__(self, wrong=False, nt=16):
+        super().__init__(torch.linspace(1, 2, 5, dtype=torch.float64),
+                         [lambda u, i: 0.9 * u + 0.01 * i, lambda u, i: 0.8 * u], nt)
+        self.wrong, self.writes = wrong, 0
+
+    def step_into(self, u, i, level, out):
+        self.writes += 1
+        torch.mul(u, 0.7 if self.wrong else (0.9 if level == 0 else 0.8), out=out)
+        if level == 0 and not self.wrong:
+            out.add_(0.01 * i)
+
+
+@pytest.mark.parametrize("levels, relax", [(1, "F"), (2, "FCF"), (3, "F")])
+def test_a_problem_writing_its_steps_in_place_solves_bit_for_bit_alike(levels, relax):
+    kw = {"levels": levels, "cfactor": 2, "relax": relax, "iterations": 3}
+    into = _InPlace()
+    plain = FunctionProblem(into.initial_state(), into._steps, 16)  # the same, no step_into
+    a, b = MGRIT(plain, **kw).solve(), MGRIT(into, **kw).solve()
+    assert torch.equal(a.u, b.u) and a.residuals == b.residuals
+    assert into.writes > 0  # the solver used step_into
+
+
+def test_a_wrong_step_into_is_refused_at_the_first_solve():
+    with pytest.raises(ValueError, match=r"step_into\(u, 0, level=0, out\) wrote something"):
+        MGRIT(_InPlace(wrong=True), levels=2, cfactor=2).solve()

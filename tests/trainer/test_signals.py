@@ -87,9 +87,15 @@ def test_without_a_checkpoint_the_stop_says_nothing_was_saved(data, handlers):
 
 
 def test_without_handlers_sigint_is_an_ordinary_keyboard_interrupt(data):
-    with pytest.raises(KeyboardInterrupt):
-        fit(_Signal(_model(), 2, signal.SIGINT), data.train, data.test, CFG, log=None,
-            progress=False)
+    # Python's own handler, as in a terminal (a shell's background job starts with SIGINT
+    # ignored, and Python then leaves it so)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit(_Signal(_model(), 2, signal.SIGINT), data.train, data.test, CFG, log=None,
+                progress=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _two_ranks(rank: int, world: int, ckpt: str, at: int | None) -> dict:

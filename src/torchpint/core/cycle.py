@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from torchpint.core.grid import Grid, Partition
-from torchpint.core.problem import Problem, check_step_output
+from torchpint.core.problem import Problem, check_step_output, writes_in_place
 from torchpint.core.schedule import TAG_F, TAG_SOLVE, TAG_V, ReceiveSchedule
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ class Cycle:
         self.phi_cache = torch.zeros((n_c, *shape), **kw) if L > 1 else None
         self.cache_valid = False
         self.final = False  # fine steps go through problem.final_step (the final sweep)
+        self.in_place = writes_in_place(problem)  # steps written into the buffers
         self.step_counts = [0] * L
         self.step_time = 0.0
 
@@ -118,16 +119,30 @@ class Cycle:
             check_step_output(out, u, i, l)  # raises, naming the level, index and shapes
         return out
 
+    def phi_into(self, l: int, u: torch.Tensor, i: int, out: torch.Tensor) -> None:
+        """:meth:`phi` written into ``out`` (a buffer row): in place by the problem when it
+        writes its steps so (:meth:`~torchpint.core.Problem.step_into`, checked at the
+        first solve), except the final sweep's steps."""
+        if not self.in_place or (self.final and l == 0):
+            out.copy_(self.phi(l, u, i))
+            return
+        t = time.perf_counter()
+        self.problem.step_into(u, i, l, out)
+        self.step_time += time.perf_counter() - t
+        self.step_counts[l] += 1
+
     def sweep(self, l: int, start: int, stop: int) -> None:
         """u_i = g_i + Phi(u_{i-1}) for i in [start, stop] (inclusive), in order."""
         U, G = self.U[l], self.G[l]
         for i in range(start, stop + 1):
             r = self.row(l, i)
-            new = self.phi(l, U[r - 1], i - 1)
             if G is None:
-                U[r] = new
+                self.phi_into(l, U[r - 1], i - 1, U[r])
+            elif self.in_place:
+                self.phi_into(l, U[r - 1], i - 1, U[r])
+                U[r].add_(G[r])
             else:
-                torch.add(new, G[r], out=U[r])
+                torch.add(self.phi(l, U[r - 1], i - 1), G[r], out=U[r])
 
     def watch(self, l: int) -> None:
         """Let the monitor see level ``l``'s owned values."""
@@ -185,8 +200,9 @@ class Cycle:
             if l == 0 and self.cache_valid:
                 U[r] = self.phi_cache[j]  # type: ignore[index]
             else:
-                new = self.phi(l, U[r - 1], i - 1)
-                U[r] = new if G is None else new + G[r]
+                self.phi_into(l, U[r - 1], i - 1, U[r])
+                if G is not None:
+                    U[r].add_(G[r])
 
     # -- coarse-grid correction ----------------------------------------------------------
     def restrict(self, l: int) -> None:

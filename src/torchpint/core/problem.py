@@ -72,6 +72,13 @@ class Problem(ABC):
         training records each layer's graph, its adjoint the parameter gradients)."""
         return self.step(u, i, 0)
 
+    def step_into(self, u: torch.Tensor, i: int, level: int, out: torch.Tensor) -> None:
+        """:meth:`step`'s result written into ``out`` (a state like ``u``, never ``u``
+        itself). The base copies it there. A problem may override this to write in place
+        and save the solvers a copy per step (layer-parallel training does); it must
+        write exactly what :meth:`step` returns (the solvers check this once per level)."""
+        out.copy_(self.step(u, i, level))
+
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this problem, as a JSON-able dict (checked when resuming).
 
@@ -169,7 +176,7 @@ def check_step_output(out: Any, u: torch.Tensor, i: int, level: int) -> None:
         )
 
 
-STEP_RULES = ("tensor", "shape", "dtype", "device", "pure")
+STEP_RULES = ("tensor", "shape", "dtype", "device", "pure", "into")
 """The rules of :meth:`Problem.step` that :func:`step_faults` checks, in its order."""
 
 
@@ -179,8 +186,10 @@ def step_faults(
     """Take ``problem.step`` on a copy of ``u``: its output and what it broke, by rule.
 
     The keys are those of :data:`STEP_RULES` that failed (none: the step kept the
-    contract here), the values the messages. The one implementation of the step checks
-    of :func:`checked_step` (the solvers', :func:`serial_solve`'s) and of
+    contract here), the values the messages; a problem that overrides
+    :meth:`Problem.step_into` has it compared with the step, bit for bit. The one
+    implementation of the step checks of :func:`checked_step` (the solvers',
+    :func:`serial_solve`'s) and of
     :func:`torchpint.testing.check_problem`. It compares values, so it runs once per
     level, not at every step.
     """
@@ -201,7 +210,23 @@ def step_faults(
                 faults[rule] = like
     if not torch.equal(arg, u):
         faults["pure"] = f"{where} modified its input in place; return a new tensor"
+    if writes_in_place(problem) and not faults:
+        into = torch.full_like(u, math.nan)
+        problem.step_into(arg, i, level, into)
+        if not torch.equal(arg, u):
+            faults["pure"] = (f"problem.step_into(u, {i}, level={level}, out) modified its "
+                              "input in place; write only into out")
+        elif not torch.equal(into, out):
+            faults["into"] = (f"problem.step_into(u, {i}, level={level}, out) wrote "
+                              f"something other than what {where} returns; it must write "
+                              "exactly that")
     return out, faults
+
+
+def writes_in_place(problem: Problem) -> bool:
+    """Whether ``problem`` overrides :meth:`Problem.step_into` (the solvers then let it
+    write its steps into their buffers)."""
+    return type(problem).step_into is not Problem.step_into
 
 
 def checked_step(problem: Problem, u: torch.Tensor, i: int, level: int) -> torch.Tensor:

@@ -135,7 +135,7 @@ def fine_residual(
         first = 1 if points and points[0] == 0 else 0  # (u_0 is given: no residual there)
         for j in range(first, len(points)):
             r = cycle.row(0, points[j])
-            cache[j] = cycle.phi(0, U[r - 1], points[j] - 1)
+            cycle.phi_into(0, U[r - 1], points[j] - 1, cache[j])
         if len(points) > first:  # the C-points' rows are m apart: one pass for the norm
             r0, m = cycle.row(0, points[first]), cycle.grid.m[0]
             rows = slice(r0, r0 + (len(points) - first - 1) * m + 1, m)

@@ -94,9 +94,11 @@ class ForwardProblem(Problem):
         """This batch's initial state (the solver checks it against its buffers)."""
         self._u0 = u0
 
-    def phi(self, k: int, u: torch.Tensor, h: float, update_stats: bool = False) -> torch.Tensor:
-        """One step of layer ``k`` with step size ``h`` (autograd as the caller has it);
-        batch norm updates its running statistics only with ``update_stats``."""
+    def phi(self, k: int, u: torch.Tensor, h: float, update_stats: bool = False,
+            into: torch.Tensor | None = None) -> torch.Tensor:
+        """One step of layer ``k`` with step size ``h`` (autograd as the caller has it),
+        written into ``into`` when given; batch norm updates its running statistics only
+        with ``update_stats``."""
         layer = self.layers.get(k)
         if layer is None:
             raise RuntimeError(f"layer {k} is not on this rank (it holds {sorted(self.layers)})")
@@ -112,7 +114,9 @@ class ForwardProblem(Problem):
                 f"{tuple(out.shape)}: a step must keep the state's shape; change shapes in "
                 "the open or close module"
             )
-        return out if self._with_h[k] else torch.add(u, out, alpha=h)
+        if self._with_h[k]:
+            return out if into is None else into.copy_(out)
+        return torch.add(u, out, alpha=h, out=into)
 
     def _isolated(self, k: int, u: torch.Tensor, norms: list) -> contextlib.ExitStack:
         """Around a call of layer ``k``: batch norms ``norms`` with their statistics frozen,
@@ -130,11 +134,18 @@ class ForwardProblem(Problem):
         self.spacing = [math.prod(grid.m[:l]) for l in range(grid.num_levels)]
 
     def step(self, u: torch.Tensor, i: int, level: int) -> torch.Tensor:
+        return self._step(u, i, level, None)
+
+    def step_into(self, u: torch.Tensor, i: int, level: int, out: torch.Tensor) -> None:
+        self._step(u, i, level, out)
+
+    def _step(self, u: torch.Tensor, i: int, level: int, into: torch.Tensor | None
+              ) -> torch.Tensor:
         m = self.spacing[level]  # (the grid is uniform: cfactor^(levels-1) divides N)
         if torch.is_grad_enabled():  # (LayerParallel solves under no_grad: no context)
             with torch.no_grad():
-                return self.phi(i * m, u, m * self.h)
-        return self.phi(i * m, u, m * self.h)
+                return self.phi(i * m, u, m * self.h, into=into)
+        return self.phi(i * m, u, m * self.h, into=into)
 
     def final_step(self, u: torch.Tensor, i: int) -> torch.Tensor:
         """Layer ``i`` in the solve's final sweep: recorded (with its graph, and batch
@@ -198,19 +209,23 @@ class StepGraphs:
                 forward.seed = seed
         return self._graphs[key]
 
-    def vjp(self, k: int, level: int, h: float, v: torch.Tensor) -> torch.Tensor:
-        """``(dPhi_k / dx)^T v`` at ``x_k``, for level ``level``'s step ``h``. The adjoint
-        is linear: a zero ``v`` (most of a cold start's first iteration) gives zero with
-        no graph recorded or walked (the test reads the value: on the CPU only)."""
+    def vjp(self, k: int, level: int, h: float, v: torch.Tensor,
+            into: torch.Tensor | None = None) -> torch.Tensor:
+        """``(dPhi_k / dx)^T v`` at ``x_k``, for level ``level``'s step ``h``, written into
+        ``into`` when given. The adjoint is linear: a zero ``v`` (most of a cold start's
+        first iteration) gives zero with no graph recorded or walked (the test reads the
+        value: on the CPU only)."""
         if v.device.type == "cpu" and not any(torch.aminmax(v)):  # (faster than any())
             self.zero_steps[level] = self.zero_steps.get(level, 0) + 1
-            return torch.zeros_like(v)
+            return torch.zeros_like(v) if into is None else into.zero_()
         if level and (k, 0) in self._graphs and not self.forward.takes_h(k):
             # x + s h F(x) has the VJP v + s (J^T v - v), J the fine step's Jacobian: the
             # fine graph serves, and no coarse graph is recorded
             s = h / self.forward.h
-            return self._vjp(k, 0, v).mul_(s).sub_(v, alpha=s - 1)
-        return self._vjp(k, level, v, h)
+            g = self._vjp(k, 0, v)
+            return torch.mul(g, s, out=g if into is None else into).sub_(v, alpha=s - 1)
+        g = self._vjp(k, level, v, h)
+        return g if into is None else into.copy_(g)
 
     def _vjp(self, k: int, level: int, v: torch.Tensor, h: float | None = None
              ) -> torch.Tensor:
@@ -261,9 +276,16 @@ class AdjointProblem(Problem):
         return self.graphs
 
     def step(self, mu: torch.Tensor, i: int, level: int) -> torch.Tensor:
+        return self._step(mu, i, level, None)
+
+    def step_into(self, mu: torch.Tensor, i: int, level: int, out: torch.Tensor) -> None:
+        self._step(mu, i, level, out)
+
+    def _step(self, mu: torch.Tensor, i: int, level: int, into: torch.Tensor | None
+              ) -> torch.Tensor:
         graphs = self._graphs()
         m = graphs.forward.spacing[level]
-        return graphs.vjp(self.nt - (i + 1) * m, level, m * graphs.forward.h, mu)
+        return graphs.vjp(self.nt - (i + 1) * m, level, m * graphs.forward.h, mu, into)
 
     def final_step(self, mu: torch.Tensor, i: int) -> torch.Tensor:
         return self._graphs().backprop(self.nt - (i + 1), mu, self.param_grads)
