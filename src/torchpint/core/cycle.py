@@ -30,8 +30,7 @@ class Cycle:
 
     Level ``l``'s buffers have one row per owned point plus row 0, the ghost (the point
     before the first owned one): row ``j`` is point ``first[l] + j - 1``. ``U`` holds the
-    iterate, ``G`` the FAS right-hand side and ``V`` the restricted fine values (both
-    ``None`` on level 0). ``phi_cache`` keeps ``Phi(u_{i-1})`` at the fine C-points from
+    iterate and ``G`` the FAS right-hand side (``None`` on level 0). ``phi_cache`` keeps ``Phi(u_{i-1})`` at the fine C-points from
     the last residual (valid until the fine iterate changes), which the next iteration's
     C-relaxation and restriction reuse. ``step_counts`` and ``step_time`` count the
     steps taken (per level) and the seconds spent in them.
@@ -68,7 +67,6 @@ class Cycle:
 
         self.U = [rows(l) for l in range(L)]
         self.G: list[torch.Tensor | None] = [None] + [rows(l) for l in range(1, L)]
-        self.V: list[torch.Tensor | None] = [None] + [rows(l) for l in range(1, L)]
         n_c = len(self.c_points(0))
         self.phi_cache = torch.zeros((n_c, *shape), **kw) if L > 1 else None
         self.cache_valid = False
@@ -206,18 +204,18 @@ class Cycle:
 
     # -- coarse-grid correction ----------------------------------------------------------
     def restrict(self, l: int) -> None:
-        """Inject u to level l + 1 and form the FAS right-hand side there."""
+        """Inject u to level l + 1 (the coarse iterate starts there) and form the FAS
+        right-hand side: g_c = v_k - Phi_c(v_{k-1}) + (g + Phi(u_{i-1}) - u_i), where the
+        injected v_k is u_i, so g_c = g + Phi(u_{i-1}) - Phi_c(v_{k-1})."""
         c, m = l + 1, self.grid.m[l]
-        U, G, Uc, Gc, Vc = self.U[l], self.G[l], self.U[c], self.G[c], self.V[c]
-        assert Gc is not None and Vc is not None
-        coarse, what = self.owned(c), f"a restricted state on level {c}"
-        for k in coarse:
-            Vc[self.row(c, k)] = U[self.row(l, k * m)]
+        U, G, Uc, Gc = self.U[l], self.G[l], self.U[c], self.G[c]
+        assert Gc is not None
+        coarse = self.owned(c)
+        self._inject(l)
         if coarse and self.next[c] is not None:
-            self.comm.send(Vc[-1], self.next[c], TAG_V, what)
+            self.comm.send(Uc[-1], self.next[c], TAG_V, f"a restricted state on level {c}")
         if coarse and self.prev[c] is not None:
-            self.schedule.recv(Vc[0], self.prev[c], TAG_V, what)
-        Uc.copy_(Vc)
+            self.schedule.recv(Uc[0], self.prev[c], TAG_V, f"a restricted state on level {c}")
         for j, k in enumerate(coarse):
             if k == 0:
                 continue
@@ -226,40 +224,45 @@ class Cycle:
                 fine = self.phi_cache[j]  # type: ignore[index]
             else:
                 fine = self.phi(l, U[r - 1], i - 1)
-            # g_c = v_k - Phi_c(v_{k-1}) + (g + Phi(u_{i-1}) - u_i), and v_k = u_i
-            torch.sub(fine, self.phi(c, Vc[rc - 1], k - 1), out=Gc[rc])
+            torch.sub(fine, self.phi(c, Uc[rc - 1], k - 1), out=Gc[rc])
             if G is not None:
                 Gc[rc] += G[r]
+
+    def _inject(self, l: int) -> None:
+        """Level ``l``'s owned C-values into level ``l + 1``'s iterate, in one copy (they
+        are ``m`` rows apart)."""
+        c, own = l + 1, self.owned(l + 1)
+        if own:
+            self.U[c][self._rows(c, own)] = self.U[l][self._c_rows(l, own)]
+
+    def _rows(self, c: int, own: range) -> slice:
+        """The rows of level ``c``'s points ``own``."""
+        return slice(self.row(c, own.start), self.row(c, own.stop - 1) + 1)
+
+    def _c_rows(self, l: int, own: range) -> slice:
+        """The rows of level ``l``'s C-points that are level ``l + 1``'s points ``own``."""
+        m = self.grid.m[l]
+        r0 = self.row(l, own.start * m)
+        return slice(r0, r0 + (len(own) - 1) * m + 1, m)
 
     def inject(self, l: int) -> None:
         """XBraid's skip, on the way down of a solve's first iteration: level ``l + 1``
         starts from level ``l``'s C-values, with no FAS right-hand side and no steps."""
-        c, m = l + 1, self.grid.m[l]
-        U, Uc, Gc, Vc = self.U[l], self.U[c], self.G[c], self.V[c]
-        assert Gc is not None and Vc is not None
-        for k in self.owned(c):
-            Vc[self.row(c, k)] = U[self.row(l, k * m)]
-        Uc.copy_(Vc)
+        Gc = self.G[l + 1]
+        assert Gc is not None
+        self._inject(l)
         Gc.zero_()
 
-    def correct(self, l: int, overwrite: bool = False) -> None:
-        """u_{mk} += u^{l+1}_k - v_k at the owned C-points of level ``l`` (``overwrite``,
-        after a skipped way down: u_{mk} = u^{l+1}_k, the same up to rounding)."""
-        c, m = l + 1, self.grid.m[l]
-        U, Uc, Vc = self.U[l], self.U[c], self.V[c]
-        assert Vc is not None
+    def correct(self, l: int) -> None:
+        """u_{mk} += u^{l+1}_k - v_k at the owned C-points of level ``l``: the coarse
+        values overwrite them, since the restricted v_k is u_{mk} (level ``l`` is not
+        touched between its restriction and its correction). A correction between
+        different spaces (spatial coarsening) would need v_k kept, and interpolation."""
         if l == 0:
             self.cache_valid = False
-        own = self.owned(c)
-        if not own:
-            return
-        rc = slice(self.row(c, own.start), self.row(c, own.stop - 1) + 1)
-        r0 = self.row(l, own.start * m)
-        rows = slice(r0, r0 + (len(own) - 1) * m + 1, m)  # their C-points, m rows apart
-        if overwrite:
-            U[rows] = Uc[rc]
-        else:
-            U[rows] += Uc[rc] - Vc[rc]
+        own = self.owned(l + 1)
+        if own:
+            self.U[l][self._c_rows(l, own)] = self.U[l + 1][self._rows(l + 1, own)]
 
     def forward_solve(self, l: int) -> None:
         """Sequential time stepping on the coarsest level, pipelined over the ranks."""
@@ -299,7 +302,7 @@ class Cycle:
             self.watch(l)
             self.restrict(l)
         self.cycle(l + 1, kind, True, skip)
-        self.correct(l, overwrite=skip)
+        self.correct(l)
         self.final = final
         self.f_relax(l)
         if l > 0 and kind == "F":
@@ -310,8 +313,6 @@ class Cycle:
         L = self.levels
         self.forward_solve(L - 1)
         for l in range(L - 2, -1, -1):
-            c, m = l + 1, self.grid.m[l]
-            for k in self.owned(c):
-                self.U[l][self.row(l, k * m)] = self.U[c][self.row(c, k)]
+            self.correct(l)  # the coarse values become level l's C-values
             if l > 0:
                 self.cycle(l, "V", True)
