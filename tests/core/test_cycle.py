@@ -73,7 +73,11 @@ def test_reset_keeps_the_fine_iterate_only_on_a_warm_start():
     cyc.cycle(0, "V", True)
     fine = cyc.U[0].clone()
     cyc.reset(p.initial_state(), keep_fine=True)
-    assert torch.equal(cyc.U[0], fine) and not cyc.U[1][2:].any()
+    assert torch.equal(cyc.U[0], fine)
     assert cyc.step_counts == [0, 0] and cyc.step_time == 0.0
     cyc.reset(p.initial_state())
-    assert not cyc.U[0][2:].any() and torch.equal(cyc.U[0][1], p.initial_state())
+    # a cold start: the fine C-values (rows 3, 5, 7, 9: points 2, 4, 6, 8) zero, u_0 at
+    # point 0; the F-values and coarse levels are written before they are read (the
+    # kept-solver test in test_mgrit.py checks that no bit of them reaches a solve)
+    assert not cyc.U[0][3::2].any() and torch.equal(cyc.U[0][1], p.initial_state())
+    assert torch.equal(cyc.U[0][2::2], fine[2::2])

@@ -492,3 +492,23 @@ def test_with_no_size_limit_a_non_finite_value_is_still_found_and_named():
                         [lambda u, i: u * float("nan") if i == 17 else 0.5 * u], nt=18)
     with pytest.raises(DivergenceError, match="non-finite"):
         MGRIT(p, cfactor=4, levels=2, iterations=3, divergence_factor=math.inf).solve()
+
+
+@pytest.mark.parametrize("kw", [
+    {"levels": 1},
+    {"levels": 2, "cfactor": 4, "relax": "F"},
+    {"levels": 3, "cfactor": 4, "relax": "FCF", "cycle": "F"},
+    {"levels": 3, "cfactor": 2, "relax": "F", "nested": True},
+    {"levels": 3, "cfactor": 4, "relax": "F", "skip": True},
+])
+def test_a_kept_solver_solves_another_initial_state_as_a_new_one_does(kw):
+    """A solve reads nothing its predecessor left: stale coarse values, right-hand sides
+    or fine F-values (the reset zeroes only the fine C-values) change no bit."""
+    p = Heat1D(nt=32, nx=9)
+    u1 = p.initial_state().clone()
+    u2 = torch.linspace(0, 1, u1.numel(), dtype=u1.dtype).reshape(u1.shape)
+    kept = MGRIT(p, iterations=3, **kw)
+    kept.solve(u1)
+    again = kept.solve(u2)
+    new = MGRIT(p, iterations=3, **kw).solve(u2)
+    assert torch.equal(again.u, new.u) and again.residuals == new.residuals

@@ -30,10 +30,11 @@ class Cycle:
 
     Level ``l``'s buffers have one row per owned point plus row 0, the ghost (the point
     before the first owned one): row ``j`` is point ``first[l] + j - 1``. ``U`` holds the
-    iterate and ``G`` the FAS right-hand side (``None`` on level 0). ``phi_cache`` keeps ``Phi(u_{i-1})`` at the fine C-points from
-    the last residual (valid until the fine iterate changes), which the next iteration's
-    C-relaxation and restriction reuse. ``step_counts`` and ``step_time`` count the
-    steps taken (per level) and the seconds spent in them.
+    iterate and ``G`` the FAS right-hand side (``None`` on level 0). ``phi_cache`` keeps
+    ``Phi(u_{i-1})`` at the fine C-points from the last residual (valid until the fine
+    iterate changes), which the next iteration's C-relaxation and restriction reuse.
+    ``step_counts`` and ``step_time`` count the steps taken (per level) and the seconds
+    spent in them.
 
     Args:
         problem, grid, partition, comm: what is solved, on which levels, by which rank.
@@ -76,11 +77,22 @@ class Cycle:
         self.step_time = 0.0
 
     def reset(self, u0: torch.Tensor, keep_fine: bool = False) -> None:
-        """Zero the iterate (``keep_fine``: the fine one stays, a warm start), put ``u0``
-        at point 0 and zero the step counts."""
+        """Start a solve: the fine C-values zero (``keep_fine``: the fine iterate stays, a
+        warm start), ``u0`` at point 0, the step counts zero.
+
+        Nothing else is read before it is written: the fine F-points by the first
+        F-relaxation (or a one-level solve's sweep), the coarse levels by restriction,
+        skip's injection or nested iteration, which zeroes its right-hand sides. So only
+        the C-values are zeroed, not every buffer.
+        """
+        if not keep_fine:
+            c = self.c_points(0)
+            if self.levels == 1:
+                self.U[0].zero_()
+            elif c:
+                r0 = self.row(0, c.start)
+                self.U[0][r0:r0 + (len(c) - 1) * c.step + 1:c.step].zero_()
         for l, U in enumerate(self.U):
-            if not (keep_fine and l == 0):
-                U.zero_()
             if self.count[l] and self.first[l] == 0:
                 U[1] = u0
         self.cache_valid = False
@@ -309,8 +321,11 @@ class Cycle:
             self.cycle(l, "V", False)
 
     def nested_iteration(self) -> None:
-        """Initial guess: solve the coarsest level, then inject and V-cycle upwards."""
+        """Initial guess: solve the coarsest level, then inject and V-cycle upwards (the
+        coarse problems without a FAS right-hand side)."""
         L = self.levels
+        for G in self.G[1:]:
+            G.zero_()  # type: ignore[union-attr]
         self.forward_solve(L - 1)
         for l in range(L - 2, -1, -1):
             self.correct(l)  # the coarse values become level l's C-values
