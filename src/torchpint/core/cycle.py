@@ -132,12 +132,15 @@ class Cycle:
     def phi_into(self, l: int, u: torch.Tensor, i: int, out: torch.Tensor) -> None:
         """:meth:`phi` written into ``out`` (a buffer row): in place by the problem when it
         writes its steps so (:meth:`~torchpint.core.Problem.step_into`, checked at the
-        first solve), except the final sweep's steps."""
-        if not self.in_place or (self.final and l == 0):
+        first solve; the final sweep's through ``final_step_into``)."""
+        if not self.in_place:
             out.copy_(self.phi(l, u, i))
             return
         t = time.perf_counter()
-        self.problem.step_into(u, i, l, out)
+        if self.final and l == 0:
+            self.problem.final_step_into(u, i, out)
+        else:
+            self.problem.step_into(u, i, l, out)
         self.step_time += time.perf_counter() - t
         self.step_counts[l] += 1
 

@@ -72,6 +72,11 @@ class Problem(ABC):
         training records each layer's graph, its adjoint the parameter gradients)."""
         return self.step(u, i, 0)
 
+    def final_step_into(self, u: torch.Tensor, i: int, out: torch.Tensor) -> None:
+        """:meth:`final_step`'s result written into ``out``, as :meth:`step_into` is
+        :meth:`step`'s (used for a problem that overrides :meth:`step_into`)."""
+        out.copy_(self.final_step(u, i))
+
     def step_into(self, u: torch.Tensor, i: int, level: int, out: torch.Tensor) -> None:
         """:meth:`step`'s result written into ``out`` (a state like ``u``, never ``u``
         itself). The base copies it there. A problem may override this to write in place

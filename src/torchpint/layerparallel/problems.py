@@ -94,11 +94,11 @@ class ForwardProblem(Problem):
         """This batch's initial state (the solver checks it against its buffers)."""
         self._u0 = u0
 
-    def phi(self, k: int, u: torch.Tensor, h: float, update_stats: bool = False,
-            into: torch.Tensor | None = None) -> torch.Tensor:
-        """One step of layer ``k`` with step size ``h`` (autograd as the caller has it),
-        written into ``into`` when given; batch norm updates its running statistics only
-        with ``update_stats``."""
+    def branch(self, k: int, u: torch.Tensor, h: float, update_stats: bool = False
+               ) -> torch.Tensor:
+        """Layer ``k``'s own output at ``u``: ``F_k(u)`` for a residual layer, the whole
+        step ``F_k(u, h)`` for one that takes the step size (autograd as the caller has
+        it); batch norm updates its running statistics only with ``update_stats``."""
         layer = self.layers.get(k)
         if layer is None:
             raise RuntimeError(f"layer {k} is not on this rank (it holds {sorted(self.layers)})")
@@ -114,9 +114,23 @@ class ForwardProblem(Problem):
                 f"{tuple(out.shape)}: a step must keep the state's shape; change shapes in "
                 "the open or close module"
             )
+        return out
+
+    def combine(self, k: int, u: torch.Tensor, f: torch.Tensor, h: float,
+                into: torch.Tensor | None = None) -> torch.Tensor:
+        """The step from ``u`` given layer ``k``'s output ``f`` there (:meth:`branch`):
+        ``u + h f``, or ``f`` itself for a layer that takes the step size; written into
+        ``into`` when given."""
         if self._with_h[k]:
-            return out if into is None else into.copy_(out)
-        return torch.add(u, out, alpha=h, out=into)
+            return f if into is None else into.copy_(f)
+        return torch.add(u, f, alpha=h, out=into)
+
+    def phi(self, k: int, u: torch.Tensor, h: float, update_stats: bool = False,
+            into: torch.Tensor | None = None) -> torch.Tensor:
+        """One step of layer ``k`` with step size ``h`` (autograd as the caller has it),
+        written into ``into`` when given; batch norm updates its running statistics only
+        with ``update_stats``."""
+        return self.combine(k, u, self.branch(k, u, h, update_stats), h, into)
 
     def _isolated(self, k: int, u: torch.Tensor, norms: list) -> contextlib.ExitStack:
         """Around a call of layer ``k``: batch norms ``norms`` with their statistics frozen,
@@ -154,6 +168,12 @@ class ForwardProblem(Problem):
             return self.step(u, i, 0)
         return self.recorder.sweep(i, u, self.h)
 
+    def final_step_into(self, u: torch.Tensor, i: int, out: torch.Tensor) -> None:
+        if self.recorder is None:
+            self.step_into(u, i, 0, out)
+        else:
+            self.recorder.sweep(i, u, self.h, out)
+
 
 def _alias(u: torch.Tensor) -> torch.Tensor:
     """``u``'s memory as a tensor of its own: a graph recorded at a row of the solver's
@@ -165,10 +185,15 @@ def _alias(u: torch.Tensor) -> torch.Tensor:
 
 
 class StepGraphs:
-    """The recorded graphs ``Phi_k(x_k)`` of one batch, for this rank's layers
-    ``first .. last``: the forward solve's final sweep records every fine step once
-    (:meth:`sweep`; batch norm updates its statistics there), and the adjoint's steps
-    reuse them (coarse steps record their own at :attr:`states`, the forward states)."""
+    """The recorded graphs of one batch, for this rank's layers ``first .. last``: the
+    forward solve's final sweep records every fine step once (:meth:`sweep`; batch norm
+    updates its statistics there), and the adjoint's steps reuse them.
+
+    A residual layer's graph is its own output ``F_k(x_k)``, recorded once: its step on
+    any level, ``x + h F_k(x)``, has the vector-Jacobian product ``v + h J^T v`` (``J``:
+    ``F_k``'s Jacobian), so every level's adjoint step uses that one graph. A layer that
+    takes the step size records the whole step once per level (:meth:`record`, at the
+    forward states :attr:`states`)."""
 
     def __init__(self, forward: ForwardProblem, layers: range, grad: bool = True) -> None:
         self.forward, self.first, self.last, self.grad = forward, layers.start, layers[-1], grad
@@ -179,32 +204,46 @@ class StepGraphs:
         self._params: dict[int, list[torch.Tensor]] = {}
         self.zero_steps: dict[int, int] = {}  # adjoint steps of a zero state, by level
 
-    def sweep(self, k: int, u: torch.Tensor, h: float) -> torch.Tensor:
+    def _key(self, k: int, level: int) -> tuple[int, int]:
+        """Where layer ``k``'s graph for ``level`` is kept: one per level only for a layer
+        that takes the step size."""
+        return (k, level) if self.forward.takes_h(k) else (k, 0)
+
+    def sweep(self, k: int, u: torch.Tensor, h: float, into: torch.Tensor | None = None
+              ) -> torch.Tensor:
         """Fine step ``k`` from ``u`` (a row of the solver's buffer) in the final sweep:
-        its value, detached; its graph kept when recording gradients."""
+        its value, detached, written into ``into`` when given; its graph kept when
+        recording gradients. The last layer's value is also kept, in a tensor of its own
+        (:attr:`output`: the solver's buffer changes with the next solve)."""
+        forward = self.forward
+        last = k == self.last
         if not self.grad:
             with torch.no_grad():
-                out = self.forward.phi(k, u, h, update_stats=True)
+                out = forward.phi(k, u, h, update_stats=True, into=None if last else into)
         else:
             with torch.enable_grad():
                 x = _alias(u).requires_grad_(True)
-                out = self.forward.phi(k, x, h, update_stats=True)
-            self._graphs[(k, 0)] = (x, out)
-            out = out.detach()
-        if k == self.last:
+                f = forward.branch(k, x, h, update_stats=True)
+            self._graphs[(k, 0)] = (x, f)
+            with torch.no_grad():
+                out = forward.combine(k, u, f.detach(), h, None if last else into)
+        if last:
             self.output = out
+            if into is not None:
+                into.copy_(out)
         return out
 
     def record(self, k: int, level: int, h: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x_k leaf, Phi_k(x_k))`` with level ``level``'s step ``h``, recorded once."""
-        key = (k, level)
+        """``(x_k leaf, layer k's output there)`` (:meth:`ForwardProblem.branch`, with
+        level ``level``'s step ``h`` for a layer that takes it), recorded once."""
+        key = self._key(k, level)
         if key not in self._graphs:
             forward, seed = self.forward, self.forward.seed
             forward.seed = self.seed
             try:
                 with torch.enable_grad():
                     x = self.states[k - self.first].detach().requires_grad_(True)
-                    self._graphs[key] = (x, forward.phi(k, x, h))
+                    self._graphs[key] = (x, forward.branch(k, x, h))
             finally:
                 forward.seed = seed
         return self._graphs[key]
@@ -218,37 +257,39 @@ class StepGraphs:
         if v.device.type == "cpu" and not any(torch.aminmax(v)):  # (faster than any())
             self.zero_steps[level] = self.zero_steps.get(level, 0) + 1
             return torch.zeros_like(v) if into is None else into.zero_()
-        if level and (k, 0) in self._graphs and not self.forward.takes_h(k):
-            # x + s h F(x) has the VJP v + s (J^T v - v), J the fine step's Jacobian: the
-            # fine graph serves, and no coarse graph is recorded
-            s = h / self.forward.h
-            g = self._vjp(k, 0, v)
-            return torch.mul(g, s, out=g if into is None else into).sub_(v, alpha=s - 1)
-        g = self._vjp(k, level, v, h)
-        return g if into is None else into.copy_(g)
+        x, f = self.record(k, level, h)
+        (g,) = torch.autograd.grad(f, x, v, retain_graph=True, allow_unused=True)
+        return self._through(k, h, v, g, into)
 
-    def _vjp(self, k: int, level: int, v: torch.Tensor, h: float | None = None
-             ) -> torch.Tensor:
-        x, out = self.record(k, level, self.forward.h if h is None else h)
-        (g,) = torch.autograd.grad(out, x, v, retain_graph=True, allow_unused=True)
-        return torch.zeros_like(v) if g is None else g
+    def _through(self, k: int, h: float, v: torch.Tensor, g: torch.Tensor | None,
+                 into: torch.Tensor | None) -> torch.Tensor:
+        """The step's VJP from its layer's, ``g = J^T v``: ``v + h g`` for a residual
+        layer, ``g`` itself for one that takes the step size (``None``: zero)."""
+        if g is None:
+            g = torch.zeros_like(v)
+        if self.forward.takes_h(k):
+            return g if into is None else into.copy_(g)
+        return torch.add(v, g, alpha=h, out=into)
 
-    def backprop(self, k: int, v: torch.Tensor, into: dict[torch.Tensor, torch.Tensor]
-                 ) -> torch.Tensor:
-        """The adjoint's final fine step: ``(dPhi_k / dx)^T v`` and, in the same autograd
-        call, layer ``k``'s parameter gradients ``(dPhi_k / dtheta_k)^T v``, added to
-        ``into`` (by parameter)."""
-        x, out = self.record(k, 0, self.forward.h)
+    def backprop(self, k: int, v: torch.Tensor, grads: dict[torch.Tensor, torch.Tensor],
+                 into: torch.Tensor | None = None) -> torch.Tensor:
+        """The adjoint's final fine step: ``(dPhi_k / dx)^T v`` (written into ``into``
+        when given) and, in the same autograd call, layer ``k``'s parameter gradients
+        ``(dPhi_k / dtheta_k)^T v``, added to ``grads`` (by parameter)."""
+        h = self.forward.h
+        x, f = self.record(k, 0, h)
         params = self._params.get(k)
         if params is None:
             layer = self.forward.layers[k]
             params = self._params[k] = [p for p in layer.parameters() if p.requires_grad]
-        g, *grads = torch.autograd.grad(out, [x, *params], v, retain_graph=True,
-                                        allow_unused=True)
-        for p, gp in zip(params, grads, strict=True):
-            if gp is not None:
-                into[p] = gp if p not in into else into[p] + gp
-        return torch.zeros_like(v) if g is None else g
+        g, *gp = torch.autograd.grad(f, [x, *params], v, retain_graph=True,
+                                     allow_unused=True)
+        scale = 1.0 if self.forward.takes_h(k) else h  # d(x + h F) / dtheta = h dF / dtheta
+        for p, d in zip(params, gp, strict=True):
+            if d is not None:
+                d = d if scale == 1.0 else d.mul_(scale)
+                grads[p] = d if p not in grads else grads[p] + d
+        return self._through(k, h, v, g, into)
 
 
 class AdjointProblem(Problem):
@@ -289,3 +330,6 @@ class AdjointProblem(Problem):
 
     def final_step(self, mu: torch.Tensor, i: int) -> torch.Tensor:
         return self._graphs().backprop(self.nt - (i + 1), mu, self.param_grads)
+
+    def final_step_into(self, mu: torch.Tensor, i: int, out: torch.Tensor) -> None:
+        self._graphs().backprop(self.nt - (i + 1), mu, self.param_grads, out)
