@@ -15,10 +15,10 @@ error on the first batch against exact backprop (the CLI's ``gradient_check``) i
 beside its times: "equal accuracy" compares those.
 
 Also: how much slower a layer step runs on every rank at once than in one process alone
-(no messages: what sharing the machine costs, a bound on (c)/(d)), the solver overhead
-on 1 process (the solves' wall time minus their time inside the steps, as a share of the
-solves; the issue's target is under 10%), and the measured point-to-point latency. The cost model and the scaling beyond 2
-processes are ``scaling_lab.py``'s.
+(no messages: what sharing the machine costs, a bound on (c)/(d)), the solver overhead on
+1 process (the solves' wall time minus their time inside the steps, as a share of the
+solves; the issue's target is under 10%), and the measured point-to-point latency. The
+cost model and the scaling beyond 2 processes are ``scaling_lab.py``'s.
 
     python benchmarks/bench_layer_parallel.py --json benchmarks/results/bench_layer_parallel.json
     python benchmarks/bench_layer_parallel.py --quick

@@ -10,14 +10,14 @@ again after each profiled step) the solvers' cycle operations (``Cycle.f_relax``
 ``c_relax``, ``restrict``, ``correct``, ``forward_solve`` (the coarsest level)), the fine
 residual (``torchpint.core.mgrit.fine_residual``), every method of the two communicators,
 ``LayerParallel.forward_solve``/``adjoint_solve``, the two final sweeps (the problems'
-``final_step``: the forward's records each step's graph, the adjoint's takes the parameter
-gradients in the same autograd call as its step), open, close, loss and SGD. Times are exclusive (a
-wrapped call inside another is taken out of its parent), so the phases add up to the
-step; "bookkeeping" is what no wrapper holds: the solvers' own code outside the cycle
-operations (reset, result, schedule, edges), autograd's glue and the backward of open
-and close. Each timed round runs an unprofiled layer-parallel step, a profiled one and
-(1 process) a serial step (``net.serial()``, forward + backward + SGD) of the same
-network; medians over the rounds after warm-up.
+``final_step``, ``final_step_into``: the forward's records each step's graph, the
+adjoint's takes the parameter gradients in the same autograd call as its step), open,
+close, loss and SGD. Times are exclusive (a wrapped call inside another is taken out of
+its parent), so the phases add up to the step; "bookkeeping" is what no wrapper holds: the
+solvers' own code outside the cycle operations (reset, result, schedule, edges),
+autograd's glue and the backward of open and close. Each timed round runs an unprofiled
+layer-parallel step, a profiled one and (1 process) a serial step (``net.serial()``,
+forward + backward + SGD) of the same network; medians over the rounds after warm-up.
 
     cd benchmarks && python profile_layer_parallel.py --json results/profile_layer_parallel.json
     python benchmarks/profile_layer_parallel.py --steps 32 --ranks 1 --reps 3
@@ -147,8 +147,9 @@ class Instruments:
         adj_problem, adj = net._adj
         cycles = {id(fwd._cycler): "fwd", id(adj._cycler): "adj"}
         for tag, problem, solver in (("fwd", fwd_problem, fwd), ("adj", adj_problem, adj)):
-            problem.step = clock.steps(problem.step)
-            self.patched.append((problem, "step"))
+            for name in ("step", "step_into"):  # (the steps written into the rows)
+                setattr(problem, name, clock.steps(getattr(problem, name)))
+                self.patched.append((problem, name))
             for name, label in CYCLE_OPS:
                 self._instance(solver._cycler, name, f"{tag}_{label}")
         comms = [(net.comm, "wait_fwd"), (net._rcomm, "wait_adj")]
@@ -164,7 +165,8 @@ class Instruments:
         self._global(mgrit_module, "fine_residual", clock.wrap(
             residual, lambda cycle, *a: f"{cycles.get(id(cycle), 'other')}_residual"))
         for tag, problem in (("fwd", fwd_problem), ("adj", adj_problem)):
-            self._instance(problem, "final_step", f"{tag}_final")
+            for name in ("final_step", "final_step_into"):
+                self._instance(problem, name, f"{tag}_final")
 
     def remove(self) -> None:
         for obj, name in reversed(self.patched):
