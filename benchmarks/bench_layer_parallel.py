@@ -45,20 +45,57 @@ from common import (  # this directory is on sys.path
     step_fn,
     write_json,
 )
-from torchpint.cli.train_layer_parallel import gradient_check
+from torchpint.core.costmodel import Hierarchy
 from torchpint.data import digits_datasets
-from torchpint.layerparallel import LayerParallel, conv_resnet
+from torchpint.layerparallel import (
+    LayerParallel,
+    choose_layer_parallel,
+    conv_resnet,
+    equal_accuracy,
+    gradient_check,
+)
 from torchpint.testing import free_port
 
 SOLVER = dict(levels=3, cfactor=4, fwd_iterations=2, bwd_iterations=1)
 STARTS = ["warm/cold", "skip/skip"]
 
 
-def _net(n: int, channels: int, starts: str, group: Any = None) -> LayerParallel:
+def _setting(starts: str, h: Hierarchy | None = None) -> str:
+    """A setting's name: ``fwd/bwd`` starts, and ``@levels,cfactor,relax`` when the
+    hierarchy is not the issue's."""
+    return starts if h is None else f"{starts}@{h.levels},{h.cfactor},{'+'.join(h.relax)}"
+
+
+def _net(n: int, channels: int, setting: str, group: Any = None) -> LayerParallel:
     torch.manual_seed(0)
+    starts, _, hierarchy = setting.partition("@")
     fwd, bwd = starts.split("/")
+    solver = dict(SOLVER)
+    if hierarchy:
+        levels, cfactor, relax = hierarchy.split(",")
+        solver.update(levels=int(levels), cfactor=int(cfactor), relax=relax.split("+"))
     return conv_resnet(n, channels, 1, 10, 16, group=group, fwd_start=fwd, bwd_start=bwd,
-                       **SOLVER)
+                       **solver)
+
+
+def _chosen(n: int, channels: int, procs: int, starts: list[str], x: torch.Tensor,
+            y: torch.Tensor) -> dict[str, Any]:
+    """For each pair of starts, the chooser's hierarchy for ``procs`` ranks at equal
+    accuracy measured on the first batch (gradient error no larger than the issue's
+    settings give: default hierarchy, first pair of starts): its setting name, the
+    candidates tried and their errors."""
+    bound = gradient_check(_net(n, channels, starts[0]), x, y)["grad_rel_err"]
+    out = {}
+    for s in starts:
+        accept = equal_accuracy(lambda h, s=s: _net(n, channels, _setting(s, h)), x, y,
+                                bound=bound)
+        f, b = s.split("/")
+        choice = choose_layer_parallel(n, procs, accept=accept, fwd_start=f, bwd_start=b)
+        out[_setting(s, choice.best)] = {
+            "starts": s, "hierarchy": str(choice.best), "bound": bound,
+            "tried": [{"hierarchy": str(h), "accepted": ok,
+                       "grad_rel_err": accept.errors[h]} for h, ok in choice.checked]}
+    return out
 
 
 def _batch(batch: int, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,10 +192,13 @@ class _Ranks:
 
 
 def measure(n: int, channels: int, batch: int, world: int, rounds: int, k: int,
-            threads: int, starts: list[str]) -> dict[str, Any]:
+            threads: int, starts: list[str], choose: bool = False) -> dict[str, Any]:
     """Interleaved rounds of (a), (b) and (c), (d) per setting for one depth; medians and
-    per-round ratios."""
+    per-round ratios. ``choose``: each pair of starts also with the chooser's hierarchy
+    for ``world`` ranks at equal accuracy (:func:`_chosen`)."""
     x, y = _batch(batch)
+    chosen = _chosen(n, channels, world, starts, x, y) if choose else {}
+    starts = [*starts, *(c for c in chosen if c not in starts)]
     lps = {s: _net(n, channels, s) for s in starts}
     errors = {s: gradient_check(_net(n, channels, s), x, y) for s in starts}
     serial = _net(n, channels, starts[0]).serial()
@@ -216,6 +256,7 @@ def measure(n: int, channels: int, batch: int, world: int, rounds: int, k: int,
         "settings": settings,
         # a layer step on every rank at once over one alone: (c)/(d) cannot pass P / this
         "side_by_side_slowdown": side_by_side / alone,
+        "chosen": chosen,
         "latency_s": latency,
     }
 
@@ -230,6 +271,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3, help="timed steps per variant per round")
     ap.add_argument("--starts", nargs="+", default=STARTS,
                     help="forward/adjoint starts to compare (default: warm/cold skip/skip)")
+    ap.add_argument("--choose", action="store_true",
+                    help="also each pair of starts with the hierarchy choose_layer_parallel "
+                         "picks for --ranks at the issue settings' first-batch gradient error")
     ap.add_argument("--quick", action="store_true", help="N=16, 2 rounds of 1 step")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -237,17 +281,17 @@ def main() -> None:
         args.steps, args.rounds, args.reps = [16], 2, 1
     threads = os.cpu_count() or 1
     rows = [measure(n, args.channels, args.batch, args.ranks, args.rounds, args.reps, threads,
-                    args.starts) for n in args.steps]
+                    args.starts, args.choose) for n in args.steps]
     print(f"\nconv_resnet C={args.channels}, batch {args.batch}, digits 16x16, {SOLVER}; "
           f"{args.ranks} Gloo ranks; {threads} cores; medians of {args.rounds} rounds")
-    print(f"{'N':>5} {'starts':>10} {'(a) serial 1t':>14} {'(b) serial':>11} {'(c) LP 1p':>10} "
+    print(f"{'N':>5} {'setting':>18} {'(a) serial 1t':>14} {'(b) serial':>11} {'(c) LP 1p':>10} "
           f"{'(d) LP':>8} {'(c)/(a)':>8} {'(d)/(a)':>8} {'(d)/(b)':>8} {'(c)/(d)':>8} "
           f"{'overhead':>9} {'grad err':>9}")
     for r in rows:
         a, b = (r["serial_step_time_s"][v] for v in "ab")
         for s, c in r["settings"].items():
             t = c["step_time_s"]
-            print(f"{r['steps']:>5} {s:>10} {1e3 * a:>11.1f} ms {1e3 * b:>8.1f} ms "
+            print(f"{r['steps']:>5} {s:>18} {1e3 * a:>11.1f} ms {1e3 * b:>8.1f} ms "
                   f"{1e3 * t['c']:>7.1f} ms {1e3 * t['d']:>5.1f} ms "
                   f"{c['lp_1proc_over_serial_1thread']['median']:>8.2f} "
                   f"{c['lp_ranks_over_serial_1thread']['median']:>8.2f} "
@@ -258,6 +302,10 @@ def main() -> None:
         print(f"      side by side {r['side_by_side_slowdown']:.2f}x, latency "
               f"{1e6 * r['latency_s']:.0f} us; step counts " + "; ".join(
                   f"{s}: {c['step_counts']}" for s, c in r["settings"].items()))
+        for s, c in r["chosen"].items():
+            print(f"      chosen for {args.ranks} ranks at grad err <= {c['bound']:.2e}: {s} "
+                  "(tried " + ", ".join(f"{t['hierarchy']} {t['grad_rel_err']:.2e}"
+                                        for t in c["tried"]) + ")")
     write_json(args.json, {"machine": {"cpus": threads, "platform": platform.platform(),
                                        "torch": torch.__version__},
                            "solver": SOLVER, "rows": rows}, indent=1)

@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from common import write_json  # this directory is on sys.path
-from torchpint.cli.train_layer_parallel import gradient_check
 from torchpint.data import digits_datasets
-from torchpint.layerparallel import LayerParallel, conv_resnet
+from torchpint.layerparallel import LayerParallel, conv_resnet, gradient_check
 
 N, CHANNELS, BATCH = 32, 4, 50
 PAIRS = [("warm", "cold"), ("cold", "cold"), ("skip", "cold"), ("warm", "skip"),

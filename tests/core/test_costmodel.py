@@ -146,3 +146,21 @@ def test_chooser_follows_its_model():
     assert times == sorted(times) and pick.seconds == times[0]
     flat = choose_hierarchy(32, 4, lambda h: 1.0)
     assert flat.best.levels == 2
+
+
+def test_the_chooser_takes_the_fastest_candidate_a_measured_test_accepts():
+    cost = lambda h: h.cfactor ** (h.levels - 1) * -1.0  # noqa: E731  (coarser is faster)
+    free = choose_hierarchy(32, 4, cost)
+    tried = []
+
+    def accept(h):
+        tried.append(h)
+        return h.cfactor ** (h.levels - 1) <= 4  # only the mildest coarsening is accurate
+
+    pick = choose_hierarchy(32, 4, cost, accept=accept)
+    assert free.best.cfactor ** (free.best.levels - 1) == 16
+    assert pick.best.cfactor ** (pick.best.levels - 1) == 4
+    assert [h for h, _ in pick.checked] == tried and pick.checked[-1] == (pick.best, True)
+    assert not any(ok for _, ok in pick.checked[:-1])  # the faster ones were refused
+    with pytest.raises(ValueError, match="passes the accuracy test"):
+        choose_hierarchy(32, 4, cost, accept=lambda h: False)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from torchpint.core.costmodel import candidate_hierarchies
+from torchpint.core.costmodel import Hierarchy, candidate_hierarchies
 from torchpint.layerparallel import LayerParallel, choose_layer_parallel, layer_parallel_time
 
 
@@ -73,3 +73,27 @@ def test_the_chooser_picks_a_candidate_layer_parallel_takes():
     h = choice.best
     LayerParallel(nn.Identity(), [_Layer() for _ in range(32)], nn.Identity(),
                   levels=h.levels, cfactor=h.cfactor, relax=h.relax)
+
+
+def test_equal_accuracy_measures_each_hierarchy_against_the_default_once():
+    """The chooser with a measured test: the pick's first-batch gradient error is no
+    larger than the default hierarchy's, and every candidate it refused was faster."""
+    from torchpint.layerparallel import conv_resnet, equal_accuracy
+
+    torch.manual_seed(1)
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
+
+    def build(h):
+        torch.manual_seed(0)
+        return conv_resnet(16, 2, 1, 10, 8, levels=h.levels, cfactor=h.cfactor, relax=h.relax)
+
+    accept = equal_accuracy(build, x, y)
+    choice = choose_layer_parallel(16, 2, accept=accept)
+    errors = accept.errors
+    default = Hierarchy(3, 4, ("F", "FCF"))
+    assert errors[choice.best] <= errors[default]
+    assert choice.checked[-1] == (choice.best, True)
+    for h, ok in choice.checked[:-1]:
+        assert not ok and errors[h] > errors[default]
+    seconds = dict(choice.table)
+    assert all(seconds[h] <= choice.seconds for h, _ in choice.checked)

@@ -34,6 +34,7 @@ from torchpint.cli._common import (
     say,
 )
 from torchpint.core.mgrit import RELAXATIONS
+from torchpint.layerparallel.check import gradient_check
 from torchpint.layerparallel.module import STARTS
 
 START_DEFAULTS = {"fwd_start": "warm", "bwd_start": "cold"}  # LayerParallel's
@@ -98,31 +99,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       "gives one per local rank (default cpu)")
     a("--no-progress", action="store_true", help="no tqdm progress bar")
     add_timeout(parser)
-
-
-def gradient_check(net: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, float] | None:
-    """On one batch: the relative 2-norm error of the output and of the parameter
-    gradient of ``net`` against exact serial autograd of ``net.serial()`` (on rank 0;
-    ``None`` on the others, which take part)."""
-    import torch.nn.functional as F
-
-    net.zero_grad(set_to_none=True)
-    out = net(x)
-    F.cross_entropy(out, y).backward()
-    out, grad = out.detach(), net.gathered_grads()
-    serial = net.serial()
-    net.zero_grad(set_to_none=True)
-    if serial is None:
-        return None
-    serial.zero_grad(set_to_none=True)
-    ref_out = serial(x)
-    F.cross_entropy(ref_out, y).backward()
-    ref_grad = torch.cat([torch.zeros_like(p) if p.grad is None else p.grad.reshape(-1)
-                          for p in serial.parameters()]).cpu()
-    serial.zero_grad(set_to_none=True)
-    ref_out = ref_out.detach()
-    return {"output_rel_err": float((out - ref_out).norm() / ref_out.norm()),
-            "grad_rel_err": float((grad - ref_grad).norm() / ref_grad.norm())}
 
 
 def _placement(args: argparse.Namespace) -> tuple[Any, torch.device]:

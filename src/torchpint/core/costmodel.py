@@ -337,21 +337,33 @@ def candidate_hierarchies(n: int, default: Hierarchy = Hierarchy(3, 4, ("F", "FC
 
 @dataclass
 class Choice:
-    """What :func:`choose_hierarchy` found: the best, its seconds, every candidate's."""
+    """What :func:`choose_hierarchy` found: the best, its seconds, every candidate's in
+    order, and the acceptance tests made (``checked``: hierarchy, accepted)."""
 
     best: Hierarchy
     seconds: float
     table: list[tuple[Hierarchy, float]]
+    checked: list[tuple[Hierarchy, bool]] = field(default_factory=list)
 
 
 def choose_hierarchy(n: int, procs: int, evaluate: Callable[[Hierarchy], float], *,
-                     candidates: Sequence[Hierarchy] | None = None) -> Choice:
+                     candidates: Sequence[Hierarchy] | None = None,
+                     accept: Callable[[Hierarchy], bool] | None = None) -> Choice:
     """The hierarchy with the least modelled time ``evaluate(h)`` (seconds) for ``n``
     steps on ``procs`` ranks among ``candidates`` (default :func:`candidate_hierarchies`,
-    the equal-accuracy rule). Ties go to fewer levels. Layer-parallel training's is
+    the equal-accuracy rule). Ties go to fewer levels. With ``accept``, a measured test
+    of accuracy, the fastest candidate it accepts (tried in order of modelled time; none
+    accepted: ``ValueError``). Layer-parallel training's is
     :func:`torchpint.layerparallel.choose_layer_parallel`."""
     cands = list(candidate_hierarchies(n) if candidates is None else candidates)
     if not cands:
         raise ValueError(f"no candidate hierarchy for {n} steps")
     table = sorted(((h, evaluate(h)) for h in cands), key=lambda e: (e[1], e[0].levels))
-    return Choice(table[0][0], table[0][1], table)
+    checked: list[tuple[Hierarchy, bool]] = []
+    for h, seconds in table:
+        ok = accept is None or accept(h)
+        if accept is not None:
+            checked.append((h, ok))
+        if ok:
+            return Choice(h, seconds, table, checked)
+    raise ValueError(f"no candidate hierarchy for {n} steps passes the accuracy test")

@@ -5,9 +5,11 @@ adjoint, on the core's reusable solver (Günther, Ruthotto, Schroder, Cyr, Gauge
 ``serial()`` gives the same network as an ordinary ``nn.Sequential``; ``refine`` makes a
 trained shallow network the start of a deeper one (multilevel initialisation);
 ``layer_parallel_time`` models a training step on P ranks, ``choose_layer_parallel``
-picks the hierarchy by it.
+picks the hierarchy by it (``equal_accuracy``: at a measured equal gradient error);
+``gradient_check`` compares a network's output and gradient with exact backprop.
 """
 
+from torchpint.layerparallel.check import equal_accuracy, gradient_check
 from torchpint.layerparallel.costmodel import choose_layer_parallel, layer_parallel_time
 from torchpint.layerparallel.models import conv_resnet
 from torchpint.layerparallel.module import LayerParallel, ResidualStep
@@ -15,4 +17,4 @@ from torchpint.layerparallel.nested import refine
 from torchpint.layerparallel.report import SolveReport
 
 __all__ = ["LayerParallel", "ResidualStep", "SolveReport", "choose_layer_parallel",
-           "conv_resnet", "layer_parallel_time", "refine"]
+           "conv_resnet", "equal_accuracy", "gradient_check", "layer_parallel_time", "refine"]

@@ -12,7 +12,7 @@ costs nothing). :func:`choose_layer_parallel` picks the hierarchy by it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -113,14 +113,17 @@ def layer_parallel_time(
 
 
 def choose_layer_parallel(n: int, procs: int, *, candidates: Sequence[Hierarchy] | None = None,
+                          accept: Callable[[Hierarchy], bool] | None = None,
                           **settings: Any) -> Choice:
     """The hierarchy (levels, cfactor, relaxation) with the least modelled training step
-    for ``n`` layers on ``procs`` ranks, among those that keep the default's accuracy
-    (:func:`~torchpint.core.costmodel.candidate_hierarchies`); ``settings`` go to
+    for ``n`` layers on ``procs`` ranks, among those that keep the default's accuracy:
+    by a rule (:func:`~torchpint.core.costmodel.candidate_hierarchies`), and with
+    ``accept`` by a measurement too (:func:`~torchpint.layerparallel.equal_accuracy`: the
+    first-batch gradient error no larger than the default's). ``settings`` go to
     :func:`layer_parallel_time` (``forward``, ``backward``, ``machine``, iterations,
     starts)."""
     def evaluate(h: Hierarchy) -> float:
         return layer_parallel_time(n, procs, levels=h.levels, cfactor=h.cfactor,
                                    relax=h.relax, **settings).seconds
 
-    return choose_hierarchy(n, procs, evaluate, candidates=candidates)
+    return choose_hierarchy(n, procs, evaluate, candidates=candidates, accept=accept)
