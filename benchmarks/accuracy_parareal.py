@@ -22,9 +22,15 @@ from typing import Any
 
 import torch
 
-from common import DATASETS, PLAN, mean_std, recipe, write_json  # this directory is on sys.path
+from common import (  # this directory is on sys.path
+    DATASETS,
+    PLAN,
+    fit_record,
+    mean_std,
+    recipe,
+    write_json,
+)
 from torchpint.parareal import default_coarse, parareal_network
-from torchpint.trainer import fit
 
 
 def _coarse(variant: str) -> Any:
@@ -55,14 +61,7 @@ def one_run(
     )
     out: dict[str, Any] = {"dataset": dataset, "model": model_name, "seed": seed}
     for label, m in (("original", original), ("parareal", net)):
-        t0 = time.perf_counter()
-        res = fit(m, data.train, data.test, cfg, label=label, progress=False, log=None)
-        out[label] = {
-            "test_accuracy": res.test_accuracy,
-            "train_accuracy": res.history[-1].train_accuracy,
-            "params": res.params,
-            "time_s": time.perf_counter() - t0,
-        }
+        out[label] = fit_record(m, data, cfg, label)
     out["difference"] = out["parareal"]["test_accuracy"] - out["original"]["test_accuracy"]
     return out
 

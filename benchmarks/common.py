@@ -186,6 +186,24 @@ def recipe(
     return data, cfg, model
 
 
+def fit_record(model: nn.Module, data: Any, cfg: Any, label: str, history: bool = False
+               ) -> dict[str, Any]:
+    """``fit`` ``model`` on ``data``'s loaders with ``cfg``, quietly: its test and last
+    training accuracy, parameter count and seconds (``history``: every epoch's stats)."""
+    from dataclasses import asdict
+
+    from torchpint.trainer import fit
+
+    t0 = time.perf_counter()
+    res = fit(model, data.train, data.test, cfg, label=label, progress=False, log=None)
+    out = {"test_accuracy": res.test_accuracy,
+           "train_accuracy": res.history[-1].train_accuracy,
+           "params": res.params, "time_s": time.perf_counter() - t0}
+    if history:
+        out["history"] = [asdict(h) for h in res.history]
+    return out
+
+
 # ----------------------------------------------------------------------------- statistics
 
 

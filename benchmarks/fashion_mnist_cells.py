@@ -47,11 +47,17 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, log, machine_info, mean_std, write_json  # benchmarks/ on sys.path
+from common import (  # benchmarks/ on sys.path
+    RESULTS,
+    fit_record,
+    log,
+    machine_info,
+    mean_std,
+    write_json,
+)
 
 OUT = RESULTS / "fashion_mnist"
 FASHION_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -185,7 +191,7 @@ def run_parareal(cell: dict[str, Any], args: argparse.Namespace) -> dict[str, An
 
     from torchpint.data import make_loaders
     from torchpint.parareal import parareal_network
-    from torchpint.trainer import FitConfig, fit
+    from torchpint.trainer import FitConfig
 
     seed = cell["seed"]
     data = make_loaders("fashion-mnist", data_root=args.data_root, batch_size=args.batch_size,
@@ -201,15 +207,7 @@ def run_parareal(cell: dict[str, Any], args: argparse.Namespace) -> dict[str, An
                                  example_input=x)
         out["cut_points"] = list(getattr(model, "cut_points", []) or [])
     label = "parareal" if cell["chunks"] else "original"
-    t0 = time.perf_counter()
-    res = fit(model, data.train, data.test, cfg, label=label, progress=False, log=None)
-    out[label] = {
-        "test_accuracy": res.test_accuracy,
-        "train_accuracy": res.history[-1].train_accuracy,
-        "params": res.params,
-        "time_s": time.perf_counter() - t0,
-        "history": [asdict(h) for h in res.history],
-    }
+    out[label] = fit_record(model, data, cfg, label, history=True)
     out["recipe"] = {"lr": args.lr, "momentum": 0.9, "weight_decay": 5e-4,
                      "schedule": "cosine", "batch_size": args.batch_size,
                      "augment": args.augment, "iterations": 1, "balance": "flops",
