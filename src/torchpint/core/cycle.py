@@ -149,12 +149,11 @@ class Cycle:
         U, G = self.U[l], self.G[l]
         for i in range(start, stop + 1):
             r = self.row(l, i)
-            if G is None:
+            if G is None or self.in_place:
                 self.phi_into(l, U[r - 1], i - 1, U[r])
-            elif self.in_place:
-                self.phi_into(l, U[r - 1], i - 1, U[r])
-                U[r].add_(G[r])
-            else:
+                if G is not None:
+                    U[r].add_(G[r])
+            else:  # (one pass fewer than a copy and an add)
                 torch.add(self.phi(l, U[r - 1], i - 1), G[r], out=U[r])
 
     def watch(self, l: int) -> None:

@@ -45,13 +45,13 @@ def gradient_check(net: LayerParallel, x: torch.Tensor, y: torch.Tensor
 def equal_accuracy(build: Callable[[Hierarchy], LayerParallel], x: torch.Tensor,
                    y: torch.Tensor, reference: Hierarchy = DEFAULT,
                    bound: float | None = None) -> Callable[[Hierarchy], bool]:
-    """A test for :func:`~torchpint.layerparallel.choose_layer_parallel`'s ``accept``:
-    whether a hierarchy's first-batch gradient error (:func:`gradient_check` on
-    ``(x, y)``) is no larger than ``reference``'s (or than ``bound``, e.g. the error of
-    other starts), up to a relative 1e-4 of rounding. ``build(h)`` makes the network with hierarchy ``h`` and the same
-    initial weights every time (seed it). The errors do not depend on the number of
-    ranks (the solves are the same), so one process checks for all; ``errors`` keeps
-    each one measured."""
+    """A test for :func:`~torchpint.layerparallel.choose_layer_parallel`'s ``accept``: whether
+    a hierarchy's first-batch gradient error (:func:`gradient_check` on ``(x, y)``) is
+    no larger than ``reference``'s (or than ``bound``, e.g. the error of other starts),
+    up to a relative 1e-4 of rounding. ``build(h)`` makes the network with hierarchy
+    ``h`` and the same initial weights every time (seed it). The errors do not depend on
+    the number of ranks (the solves are the same), so one process checks for all;
+    ``errors`` keeps each one measured."""
     errors: dict[Hierarchy, float] = {}
 
     def error(h: Hierarchy) -> float:
