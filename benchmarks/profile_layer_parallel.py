@@ -176,9 +176,11 @@ class Instruments:
         self.patched, self.saved = [], []
 
 
-def make_net(n: int, group: Any = None) -> LayerParallel:
+def make_net(n: int, group: Any = None, starts: str = "warm/cold") -> LayerParallel:
     torch.manual_seed(0)
-    return conv_resnet(n, CHANNELS, 1, 10, 16, group=group, **SOLVER)
+    fwd, bwd = starts.split("/")
+    return conv_resnet(n, CHANNELS, 1, 10, 16, group=group, fwd_start=fwd, bwd_start=bwd,
+                       **SOLVER)
 
 
 def batches(count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -254,11 +256,12 @@ def minimum_counts(n: int, cfactor: int = 4) -> dict[str, list[int]]:
     return {"forward": [2 * n, 5 * n1 - 2 * n2, 3 * n2], "adjoint": [n, n1 - n2, n2]}
 
 
-def worker(rank: int, world: int, n: int, warmup: int, reps: int) -> dict[str, Any]:
+def worker(rank: int, world: int, n: int, warmup: int, reps: int, starts: str
+           ) -> dict[str, Any]:
     """One rank of the 2-process cell (spawned by ``spawn_gloo``, 1 thread)."""
     import torch.distributed as dist
 
-    net = make_net(n, "world")
+    net = make_net(n, "world", starts)
     trainer = Trainer(net, batches(warmup + reps + 1))
     trainer.step()  # the solvers are built by the first step
     return profile(net, trainer, None, warmup, reps, dist.barrier)
@@ -288,22 +291,22 @@ def summarise(n: int, world: int, rank: int, raw: dict[str, Any], step_s: list[f
     }
 
 
-def run_cell(n: int, world: int, warmup: int, reps: int, serial_cache: dict[int, float]
-             ) -> list[dict[str, Any]]:
+def run_cell(n: int, world: int, warmup: int, reps: int, serial_cache: dict[int, float],
+             starts: str = "warm/cold") -> list[dict[str, Any]]:
     if world == 1:
         torch.set_num_threads(1)
         data = batches(warmup + reps + 1)
-        net = make_net(n)
+        net = make_net(n, None, starts)
         trainer, serial = Trainer(net, data), Trainer(make_net(n).serial(), data)
         trainer.step()
         serial.step()
         raw = profile(net, trainer, serial, warmup, reps, lambda: None)
         serial_cache[n] = statistics.median(raw["serial_s"])
         return [summarise(n, 1, 0, raw, raw["plain_s"], serial_cache[n])]
-    ranks = spawn_gloo(worker, world, n, warmup, reps, timeout=600.0)
+    ranks = spawn_gloo(worker, world, n, warmup, reps, starts, timeout=600.0)
     slowest = [max(ts) for ts in zip(*(r["plain_s"] for r in ranks), strict=True)]
     if n not in serial_cache:
-        run_cell(n, 1, warmup, reps, serial_cache)
+        run_cell(n, 1, warmup, reps, serial_cache, starts)
     return [summarise(n, world, r, raw, slowest, serial_cache[n]) for r, raw in enumerate(ranks)]
 
 
@@ -346,6 +349,8 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="process counts")
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds (default 2)")
     ap.add_argument("--reps", type=int, default=8, help="timed rounds (default 8)")
+    ap.add_argument("--starts", default="warm/cold",
+                    help="the forward/adjoint starts (default warm/cold, LayerParallel's)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -354,7 +359,7 @@ def main() -> None:
     serial: dict[int, float] = {}
     for n in args.steps:
         for world in args.ranks:
-            rows += run_cell(n, world, args.warmup, args.reps, serial)
+            rows += run_cell(n, world, args.warmup, args.reps, serial, args.starts)
             print(f"  N={n} P={world} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     print_table(rows)
     for r in rows:
@@ -363,6 +368,7 @@ def main() -> None:
         "machine": machine_info(threads_per_process=1),
         "setting": {"data": "digits 16x16", "channels": CHANNELS, "batch": BATCH,
                     "optimizer": f"SGD lr={LR}", **SOLVER, "relax": "F fine / FCF coarse",
+                    "starts": args.starts,
                     "warmup": args.warmup, "reps": args.reps},
         "phases": [{"key": k, "group": g, "inside": d} for k, g, d in PHASES],
         "rows": rows,
