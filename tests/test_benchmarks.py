@@ -193,6 +193,31 @@ def test_scaling_lab_quick(tmp_path):
     assert data["parameters"]["latency_s"] > 0 and data["chooser"]["pick"]
 
 
+def test_bench_layer_parallel_quick_with_the_chooser(tmp_path):
+    """``bench_layer_parallel.py --quick --choose``: the chooser's pick for each pair of
+    starts is timed beside the rest, and its first-batch gradient error, measured again
+    on the timed net, is no larger than the issue settings' (the bound it was chosen by);
+    every candidate refused before it had a larger one."""
+    import json
+    import os
+
+    out = tmp_path / "lp.json"
+    src = str(BENCH.parent / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_layer_parallel.py"), "--quick", "--choose",
+         "--json", str(out)], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert len(row["chosen"]) == 2
+    for setting, c in row["chosen"].items():
+        timed = row["settings"][setting]
+        assert timed["gradient_check"]["grad_rel_err"] <= c["bound"] * (1 + 1e-4)
+        *refused, picked = c["tried"]
+        assert picked["accepted"] and picked["hierarchy"] == c["hierarchy"]
+        assert all(not t["accepted"] and t["grad_rel_err"] > c["bound"] for t in refused)
+
+
 def test_fashion_mnist_cells_quick(tmp_path):
     """The Fashion-MNIST study's tiny case end to end (``--quick``: 1 epoch on 384 images,
     seed 0): one JSON per cell in ``--out``, a rerun skips them all, ``--summary`` prints
