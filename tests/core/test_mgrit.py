@@ -512,3 +512,29 @@ def test_a_kept_solver_solves_another_initial_state_as_a_new_one_does(kw):
     again = kept.solve(u2)
     new = MGRIT(p, iterations=3, **kw).solve(u2)
     assert torch.equal(again.u, new.u) and again.residuals == new.residuals
+
+
+def test_a_fixed_unwatched_solve_agrees_on_its_residuals_at_its_end():
+    """With no size limit, callback, bar or checkpoint, a fixed solve gathers its
+    residuals once at its end: the iterates and residuals equal those of the same solve
+    checked every iteration (a callback makes it so) bit for bit."""
+    p = Heat1D(nt=64, nx=9)
+    kw = {"levels": 3, "cfactor": 4, "iterations": 4, "divergence_factor": math.inf}
+    seen = []
+    per_iteration = MGRIT(p, callback=lambda k, r: seen.append(r), **kw).solve()
+    solver = MGRIT(p, **kw)
+    at_end = solver.solve()
+    assert torch.equal(at_end.u, per_iteration.u)
+    assert at_end.residuals == per_iteration.residuals == seen
+    assert len(solver.iteration_times) == 4
+
+
+def test_a_fixed_unwatched_solve_names_the_iteration_that_diverged():
+    kw = {"iterations": 3, "divergence_factor": math.inf}
+    with pytest.raises(DivergenceError) as at_end:
+        MGRIT(_Bad("nan"), **kw).solve()
+    with pytest.raises(DivergenceError) as per_iteration:
+        MGRIT(_Bad("nan"), callback=lambda k, r: None, **kw).solve()
+    assert "MGRIT diverged at iteration 1" in str(at_end.value)
+    assert "non-finite values appear first on level" in str(at_end.value)
+    assert str(at_end.value).split(":")[0] == str(per_iteration.value).split(":")[0]

@@ -36,7 +36,7 @@ from torchpint.core.cycle import Cycle
 from torchpint.core.grid import Grid, Partition, is_integer, require_int
 from torchpint.core.history import MGRITResult
 from torchpint.core.problem import Problem, checked_step
-from torchpint.core.residual import DivergenceMonitor, fine_residual
+from torchpint.core.residual import DivergenceMonitor, fine_residual, gather_residuals
 from torchpint.core.resume import Progress, SlabCheckpoint, solver_fingerprint
 from torchpint.core.schedule import ReceiveSchedule
 from torchpint.runtime import signals
@@ -349,14 +349,16 @@ class MGRIT:
         converged = not fixed and bool(self._residuals) and self._residuals[-1] <= tol
         try:
             with signals.boundaries() as outer:
+                # a fixed solve that nobody watches per iteration (no size limit, callback,
+                # bar, checkpoint or signal poll) agrees on its residuals once, at its
+                # end: no collective holds the ranks in step between iterations
+                if (fixed and self._monitor.factor == math.inf and self.callback is None
+                        and bar is None and checkpoint is None
+                        and not signals.polled(outer)):
+                    self._iterate_deferred()
                 while not converged and self._iteration < self.max_iter:
                     t_it = time.perf_counter()
-                    first = self._iteration == 0
-                    final = fixed and self._iteration + 1 == self.max_iter
-                    self._schedule.begin(first, self._u0)
-                    self._cycler.cycle(0, self.cycle, first, first and self.skip, final)
-                    self._schedule.end()
-                    self._iteration += 1
+                    self._one_iteration(fixed)
                     res, peaks = fine_residual(self._cycler, self._monitor, self.comm)
                     self._cycler.final = False
                     self._residuals.append(res)
@@ -383,6 +385,34 @@ class MGRIT:
             if bar is not None:
                 bar.close()
         return self._result(None if fixed else converged, time.perf_counter() - t_solve, copy)
+
+    def _one_iteration(self, fixed: bool) -> None:
+        """One MGRIT cycle from the fine level (the first of a solve F-relaxes first and
+        may skip; the last of a fixed solve is its final sweep)."""
+        first = self._iteration == 0
+        final = fixed and self._iteration + 1 == self.max_iter
+        self._schedule.begin(first, self._u0)
+        self._cycler.cycle(0, self.cycle, first, first and self.skip, final)
+        self._schedule.end()
+        self._iteration += 1
+
+    def _iterate_deferred(self) -> None:
+        """The rest of a fixed solve's iterations with each rank's residual kept locally,
+        agreed on in one collective at the end (:func:`gather_residuals`); a diverged
+        iteration is then raised as the per-iteration check would have."""
+        start, records = self._iteration, []
+        while self._iteration < self.max_iter:
+            t_it = time.perf_counter()
+            self._one_iteration(True)
+            records.append(fine_residual(self._cycler, self._monitor, self.comm,
+                                         gather=False))
+            self._cycler.final = False
+            self._iter_times.append(time.perf_counter() - t_it)
+        for k, (res, peaks) in enumerate(
+                gather_residuals(self._cycler, self._monitor, self.comm, records), start + 1):
+            self._residuals.append(res)
+            self._monitor.check(k, res, peaks, self._residuals, self.problem.divergence_hint,
+                                growth=False)
 
     def _initial_value(self, u0: torch.Tensor | None) -> torch.Tensor:
         """The initial state of this solve: ``u0`` (checked against the buffers) or the

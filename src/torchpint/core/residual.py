@@ -113,9 +113,11 @@ class DivergenceMonitor:
 
 
 def fine_residual(
-    cycle: Cycle, monitor: DivergenceMonitor, comm: Comm
-) -> tuple[float, torch.Tensor]:
+    cycle: Cycle, monitor: DivergenceMonitor, comm: Comm, gather: bool = True
+) -> tuple[float, torch.Tensor] | torch.Tensor:
     """Fine residual norm and, per level, the largest |u| (all ranks agree on both).
+    With ``gather=False`` (a solve that agrees on its residuals once, at its end:
+    :func:`gather_residuals`), this rank's record of them instead, with no collective.
 
     ``Phi(u_{i-1})`` at the fine C-points is kept in the cycle's cache: the next
     iteration's C-relaxation and restriction reuse it. Two entries are appended to the
@@ -142,16 +144,47 @@ def fine_residual(
             sumsq = torch.linalg.vector_norm(cache[first:] - U[rows]).double() ** 2
         cycle.cache_valid = True
     lazy = monitor.factor == math.inf
+    if not gather:
+        return _record(cycle, monitor, sumsq, full=not lazy)
     total, peaks = _gather(cycle, monitor, comm, sumsq, full=not lazy)
     if lazy and not (math.isfinite(total) and bool(torch.isfinite(peaks).all())):
         total, peaks = _gather(cycle, monitor, comm, sumsq, full=True)
     return math.sqrt(total), peaks
 
 
+def gather_residuals(cycle: Cycle, monitor: DivergenceMonitor, comm: Comm,
+                     records: list[torch.Tensor]) -> list[tuple[float, torch.Tensor]]:
+    """The residual norm and peaks of each iteration recorded by ``fine_residual(...,
+    gather=False)``, agreed by all ranks in one collective at the solve's end. A
+    non-finite one has its peaks from a scan of every level's current states, to name
+    where it began (the states of that iteration are gone)."""
+    ranks = comm.all_gather(torch.stack(records), "the residual norms and state magnitudes")
+    comm.flush()  # the peers got the solve's messages before they joined
+    totals = ranks[:, :, 0].sum(dim=0).tolist()
+    peaks = list(ranks[:, :, 1:].amax(dim=0).cpu())
+    bad = [i for i, (t, p) in enumerate(zip(totals, peaks, strict=True))
+           if not (math.isfinite(t) and bool(torch.isfinite(p).all()))]
+    if bad:  # (every rank sees the same totals: all take part)
+        zero = torch.zeros((), dtype=torch.float64, device=cycle.U[0].device)
+        _, now = _gather(cycle, monitor, comm, zero, full=True)
+        for i in bad:
+            peaks[i] = now
+    return [(math.sqrt(t), p) for t, p in zip(totals, peaks, strict=True)]
+
+
 def _gather(cycle: Cycle, monitor: DivergenceMonitor, comm: Comm, sumsq: torch.Tensor,
             full: bool) -> tuple[float, torch.Tensor]:
     """The squared residual summed over the ranks and the peaks' largest, in one
     collective (``full``: every level's states; else the fine points no residual follows)."""
+    ranks = comm.all_gather(_record(cycle, monitor, sumsq, full),
+                            "the residual norm and the state magnitude")
+    comm.flush()  # the peers got this iteration's messages before they joined
+    return float(ranks[:, 0].sum().item()), ranks[:, 1:].amax(dim=0).cpu()
+
+
+def _record(cycle: Cycle, monitor: DivergenceMonitor, sumsq: torch.Tensor, full: bool
+            ) -> torch.Tensor:
+    """This rank's ``[sumsq, peak per level..., the monitor's two flags]``."""
     U, L = cycle.U[0], cycle.levels
     zero = torch.zeros((), dtype=torch.float64, device=U.device)
 
@@ -164,8 +197,4 @@ def _gather(cycle: Cycle, monitor: DivergenceMonitor, comm: Comm, sumsq: torch.T
         c = cycle.c_points(0)
         tail = cycle.row(0, c[-1]) + 1 if c else 1
         levels = [top(U[tail:]) if cycle.count[0] else zero] + [zero] * (L - 1)
-    peaks = torch.stack(levels + monitor.flags(U.device))
-    ranks = comm.all_gather(torch.cat([sumsq.reshape(1), peaks]),
-                            "the residual norm and the state magnitude")
-    comm.flush()  # the peers got this iteration's messages before they joined
-    return float(ranks[:, 0].sum().item()), ranks[:, 1:].amax(dim=0).cpu()
+    return torch.cat([sumsq.reshape(1), torch.stack(levels + monitor.flags(U.device))])

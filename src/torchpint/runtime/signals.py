@@ -100,6 +100,12 @@ def boundaries() -> Iterator[bool]:
         raise Interrupted(signum)  # the loop ended before it reached a boundary
 
 
+def polled(outer: bool) -> bool:
+    """Whether :func:`poll` acts at the boundaries of a loop (``outer``: what
+    :func:`boundaries` yielded): the outermost one, with the handlers installed."""
+    return outer and bool(_state["installed"])
+
+
 def pending() -> int:
     """The signal waiting for the next boundary on this rank (0: none)."""
     return int(_state["pending"])
