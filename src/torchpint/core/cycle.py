@@ -63,11 +63,11 @@ class Cycle:
         self.prev, self.next = partition.prev, partition.next
         shape, kw = tuple(like.shape), {"dtype": like.dtype, "device": like.device}
 
-        def rows(l: int) -> torch.Tensor:
+        def buffer(l: int) -> torch.Tensor:
             return torch.zeros((self.count[l] + 1, *shape), **kw)
 
-        self.U = [rows(l) for l in range(L)]
-        self.G: list[torch.Tensor | None] = [None] + [rows(l) for l in range(1, L)]
+        self.U = [buffer(l) for l in range(L)]
+        self.G: list[torch.Tensor | None] = [None] + [buffer(l) for l in range(1, L)]
         n_c = len(self.c_points(0))
         self.phi_cache = torch.zeros((n_c, *shape), **kw) if L > 1 else None
         self.cache_valid = False
@@ -90,8 +90,7 @@ class Cycle:
             if self.levels == 1:
                 self.U[0].zero_()
             elif c:
-                r0 = self.row(0, c.start)
-                self.U[0][r0:r0 + (len(c) - 1) * c.step + 1:c.step].zero_()
+                self.U[0][self.rows(0, c)].zero_()
         for l, U in enumerate(self.U):
             if self.count[l] and self.first[l] == 0:
                 U[1] = u0
@@ -107,6 +106,12 @@ class Cycle:
     def owned(self, l: int) -> range:
         """The points of level ``l`` this rank owns."""
         return self.partition.owned(l)
+
+    def rows(self, l: int, points: range) -> slice:
+        """The buffer rows of level ``l``'s owned ``points`` (a range of any step) as one
+        slice: one operation over them all."""
+        r0 = self.row(l, points.start)
+        return slice(r0, r0 + (len(points) - 1) * points.step + 1, points.step)
 
     def c_points(self, l: int) -> range:
         """Owned C-points of level ``l`` (coarse points of level ``l + 1``)."""
@@ -247,17 +252,12 @@ class Cycle:
         are ``m`` rows apart)."""
         c, own = l + 1, self.owned(l + 1)
         if own:
-            self.U[c][self._rows(c, own)] = self.U[l][self._c_rows(l, own)]
-
-    def _rows(self, c: int, own: range) -> slice:
-        """The rows of level ``c``'s points ``own``."""
-        return slice(self.row(c, own.start), self.row(c, own.stop - 1) + 1)
+            self.U[c][self.rows(c, own)] = self.U[l][self._c_rows(l, own)]
 
     def _c_rows(self, l: int, own: range) -> slice:
         """The rows of level ``l``'s C-points that are level ``l + 1``'s points ``own``."""
         m = self.grid.m[l]
-        r0 = self.row(l, own.start * m)
-        return slice(r0, r0 + (len(own) - 1) * m + 1, m)
+        return self.rows(l, range(own.start * m, own.stop * m, m))
 
     def inject(self, l: int) -> None:
         """XBraid's skip, on the way down of a solve's first iteration: level ``l + 1``
@@ -276,7 +276,7 @@ class Cycle:
             self.cache_valid = False
         own = self.owned(l + 1)
         if own:
-            self.U[l][self._c_rows(l, own)] = self.U[l + 1][self._rows(l + 1, own)]
+            self.U[l][self._c_rows(l, own)] = self.U[l + 1][self.rows(l + 1, own)]
 
     def forward_solve(self, l: int) -> None:
         """Sequential time stepping on the coarsest level, pipelined over the ranks."""

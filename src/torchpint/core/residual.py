@@ -139,8 +139,7 @@ def fine_residual(
             r = cycle.row(0, points[j])
             cycle.phi_into(0, U[r - 1], points[j] - 1, cache[j])
         if len(points) > first:  # the C-points' rows are m apart: one pass for the norm
-            r0, m = cycle.row(0, points[first]), cycle.grid.m[0]
-            rows = slice(r0, r0 + (len(points) - first - 1) * m + 1, m)
+            rows = cycle.rows(0, points[first:])
             sumsq = torch.linalg.vector_norm(cache[first:] - U[rows]).double() ** 2
         cycle.cache_valid = True
     lazy = monitor.factor == math.inf
