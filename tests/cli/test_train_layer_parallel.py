@@ -92,3 +92,19 @@ def test_old_flag_spellings_still_run_with_a_warning(tmp_path, capsys):
                       ("--bwd-iters", "--bwd-iterations"), ("--checkpoint-dir", "--checkpoint")]:
         assert f"{flag} is deprecated; use {new}" in err
     assert (tmp_path / "ck" / "layer_parallel.pt").exists()
+
+
+def test_adaptive_raises_to_exact_and_reports_its_probes(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main([*TINY, "--batch-size", "64", "--epochs", "1", "--adaptive",
+                 "--adaptive-every", "3", "--adaptive-threshold", "1e-9", "--json",
+                 str(out)]) == 0
+    lp = json.loads(out.read_text())["layer_parallel"]
+    assert [p["step"] for p in lp["adaptive"]] == list(range(0, 22, 3))  # 22 batches
+    raised = [p["raised_to"] for p in lp["adaptive"] if p["raised_to"]]
+    assert raised == [{"fwd_iterations": 4, "bwd_iterations": 2, "levels": 2},
+                      {"fwd_iterations": 8, "bwd_iterations": 4, "levels": 2},
+                      {"fwd_iterations": 8, "bwd_iterations": 4, "levels": 1}]
+    assert lp["solves_at_end"] == {"fwd_iterations": 8, "bwd_iterations": 4, "levels": 1}
+    assert lp["adaptive"][-1]["grad_rel_err"] < 1e-5  # exact solves: backprop's (float32)
+    assert "adaptive: 8 probes; raised batch 3 to" in capsys.readouterr().out

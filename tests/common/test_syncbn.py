@@ -74,3 +74,22 @@ def test_convert_shares_parameters_and_keeps_sharing():
     assert set(out.state_dict()) == keys  # checkpoints stay compatible
     bn.running_mean.zero_(), bn.running_var.fill_(1), bn.num_batches_tracked.zero_()
     torch.testing.assert_close(out(x), y_ref)
+
+
+def test_a_pickled_copy_is_local_and_a_deep_copy_shares_the_group():
+    """A process group never leaves its process: pickled (gathered to one rank), the copy
+    normalises over its own batch; deep-copied, it keeps the group."""
+    import pickle
+    import threading
+
+    from torchpint.runtime.comm import Comm
+
+    group = threading.Lock()  # stands for a process group: it cannot be pickled
+    mod = SyncBatchNorm(3, group).double()
+    sent = pickle.loads(pickle.dumps(mod))
+    assert type(sent.group) is Comm and sent.group.size == 1 and mod.group is group
+    assert copy.deepcopy(mod).group is group
+    ref = nn.BatchNorm2d(3).double()
+    x = torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    torch.testing.assert_close(sent(x), ref(x), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(sent.running_var, ref.running_var, atol=1e-12, rtol=1e-12)

@@ -35,7 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                     "train a network by MGRIT over its optimizer steps"),
     "train-parareal": ("torchpint.cli.train_parareal", "train a parareal neural network"),
     "train-layer-parallel": ("torchpint.cli.train_layer_parallel",
-                             "train a ResNet by layer-parallel MGRIT (forward and adjoint)"),
+                             "train a ResNet or a GPT by layer-parallel MGRIT (forward and "
+                             "adjoint)"),
     "demo": ("torchpint.cli.demo", "the main demo on embedded data (no download, no GPU)"),
 }
 

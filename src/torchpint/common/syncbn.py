@@ -10,6 +10,7 @@ communicator: a peer that died or hung is a typed ``PeerError``, never a hang.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -62,11 +63,27 @@ class SyncBatchNorm(_BatchNorm):
     Each rank's mean and variance are combined as Chan et al.'s parallel variance (no sum
     of squares, so a large mean costs no digits). Works with ``ProcessGrid``'s row-weighted gradient
     averaging, also when the replicas' shares of the batch differ by a row.
+
+    A process group never leaves its process: a pickled copy (gathered to one rank, saved
+    whole) normalises over its own batch alone, as plain batch norm; a deep copy in the
+    same process shares the group.
     """
 
     def __init__(self, num_features: int, group: Any = None, **kwargs: Any) -> None:
         super().__init__(num_features, **kwargs)
         self.group = group  # a process group (None: the world) or a Comm
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["group"] = Comm()  # one rank: no messages wherever the copy lands
+        return state
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SyncBatchNorm:
+        memo[id(self.group)] = self.group  # shared, never copied
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:

@@ -6,6 +6,9 @@
   batches, unpickled safely), ``svhn`` (``.mat``): read from ``data_root`` by torchpint's
   own readers (``readers.py``, ``files.py``), never downloaded, no torchvision needed.
   Fashion-MNIST's default root is where ``apt-get install dataset-fashion-mnist`` puts it.
+- text (``corpus.py``): a character-level corpus for language models, by default the
+  Python standard library's own sources (``stdlib_corpus``), or any file
+  (``file_corpus``), as windows of next characters (``text_loaders``).
 
 Shuffling is keyed by (seed, epoch) through ``EpochSampler``, not by global RNG state, so
 every rank of a distributed run sees the same batches and a resumed run sees the batches an
@@ -22,6 +25,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from torchpint.common.seeds import mix_seed
+from torchpint.data.corpus import (
+    Corpus,
+    CorpusError,
+    TextBundle,
+    Vocabulary,
+    file_corpus,
+    stdlib_corpus,
+    text_loaders,
+)
 from torchpint.data.embedded import SHAPE_CLASSES, digits_datasets, shapes_datasets
 from torchpint.data.files import FILE_SPECS, file_datasets, locate
 from torchpint.data.images import AUGMENT_CHOICES, Augment, ImageSet, parse_augment
@@ -178,12 +190,16 @@ def make_loaders(
 
 __all__ = [
     "AUGMENT_CHOICES",
+    "Corpus",
+    "CorpusError",
     "DATASET_NAMES",
     "EMBEDDED",
     "FILE_SETS",
     "FILE_SPECS",
     "SHAPE_CLASSES",
     "VISION_SPECS",
+    "TextBundle",
+    "Vocabulary",
     "Augment",
     "DataBundle",
     "DataFileError",
@@ -192,6 +208,7 @@ __all__ = [
     "ImageSet",
     "UnsafePickleError",
     "digits_datasets",
+    "file_corpus",
     "file_datasets",
     "load_datasets",
     "locate",
@@ -199,5 +216,7 @@ __all__ = [
     "parse_augment",
     "resolve_root",
     "shapes_datasets",
+    "stdlib_corpus",
+    "text_loaders",
     "vision_datasets",
 ]

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
 from torchpint.core.costmodel import Hierarchy
+from torchpint.trainer import batch_loss
 
 if TYPE_CHECKING:
     from torchpint.layerparallel.module import LayerParallel
@@ -25,7 +25,7 @@ def gradient_check(net: LayerParallel, x: torch.Tensor, y: torch.Tensor
     ``None`` on the others, which take part)."""
     net.zero_grad(set_to_none=True)
     out = net(x)
-    F.cross_entropy(out, y).backward()
+    batch_loss(out, y).backward()
     out, grad = out.detach(), net.gathered_grads()
     serial = net.serial()
     net.zero_grad(set_to_none=True)
@@ -33,7 +33,7 @@ def gradient_check(net: LayerParallel, x: torch.Tensor, y: torch.Tensor
         return None
     serial.zero_grad(set_to_none=True)
     ref_out = serial(x)
-    F.cross_entropy(ref_out, y).backward()
+    batch_loss(ref_out, y).backward()
     ref_grad = torch.cat([torch.zeros_like(p) if p.grad is None else p.grad.reshape(-1)
                           for p in serial.parameters()]).cpu()
     serial.zero_grad(set_to_none=True)

@@ -68,3 +68,22 @@ class FromLast(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor):
         shape, dtype, device = ctx.like
         return None, (g if ctx.last else torch.zeros(shape, dtype=dtype, device=device)), None
+
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.complex64,
+           torch.complex128)
+
+
+def told(comm: Comm, meta: dict[Any, tuple[torch.Size, torch.dtype]], key: Any,
+         t: torch.Tensor | None, src: int) -> tuple[torch.Size, torch.dtype]:
+    """The shape and dtype of rank ``src``'s ``t``, on every rank of ``comm``: broadcast
+    once per ``key``, then remembered in ``meta``."""
+    if key not in meta:
+        msg = torch.zeros(10, dtype=torch.int64)
+        if t is not None:
+            msg[0], msg[1] = _DTYPES.index(t.dtype), t.dim()
+            msg[2 : 2 + t.dim()] = torch.tensor(t.shape)
+        msg = comm.broadcast(msg, src, "a shape")
+        dims = msg[2 : 2 + int(msg[1])].tolist()
+        meta[key] = (torch.Size(dims), _DTYPES[int(msg[0])])
+    return meta[key]

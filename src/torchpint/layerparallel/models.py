@@ -1,4 +1,4 @@
-"""A convolutional residual network laid out for layer-parallel training."""
+"""Networks laid out for layer-parallel training: a convolutional ResNet and a GPT."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from torchpint.layerparallel.module import LayerParallel
+from torchpint.models.gpt import gpt_parts
 
 
 def conv_resnet(
@@ -28,3 +29,21 @@ def conv_resnet(
               for _ in range(steps)]
     close = nn.Sequential(nn.Flatten(), nn.Linear(channels * image_size**2, num_classes))
     return LayerParallel(open_, layers, close, **options)
+
+
+def gpt_layer_parallel(
+    vocab_size: int,
+    blocks: int = 32,
+    width: int = 64,
+    heads: int = 4,
+    seq_len: int = 64,
+    dropout: float = 0.0,
+    **options: Any,
+) -> LayerParallel:
+    """The GPT of :mod:`torchpint.models.gpt` with its blocks solved by MGRIT: ``open`` the
+    token and position embeddings, one step ``x + h attn(ln1(x))``, ``+ h mlp(ln2(x))`` per
+    block (``h = T / blocks``), ``close`` the final norm and head; ``(B, T)`` ids to
+    ``(B, T, V)`` logits. ``options`` go to :class:`LayerParallel`; with dropout, each
+    block's masks are keyed by (batch, block), the same in every MGRIT iteration."""
+    embed, body, head = gpt_parts(vocab_size, blocks, width, heads, seq_len, dropout)
+    return LayerParallel(embed, body, head, **options)

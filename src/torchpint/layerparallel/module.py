@@ -12,13 +12,15 @@ kept in ``state_dict()`` so a resumed run goes on bit for bit) or cold. With one
 or enough iterations, the gradient is ordinary backprop's.
 
 Distributed (``group=``), each rank holds a slab of the layers (:mod:`.layout`): rank 0
-also runs ``open``, the last rank ``close``, and the output is sent to every rank.
+also runs ``open``, the last rank ``close``, and the output is sent to every rank. On a
+process grid, D such networks train data-parallel replicas (:mod:`.replicas`).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import pickle
 import time
 import warnings
 import weakref
@@ -28,18 +30,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchpint.common.modules import flat_state, load_flat_state
 from torchpint.common.seeds import mix_seed
 from torchpint.core import MGRIT
 from torchpint.core.grid import Grid, require_int
 from torchpint.core.mgrit import relaxation_per_level
-from torchpint.layerparallel.functions import FromLast, Solve
+from torchpint.layerparallel.functions import FromLast, Solve, told
 from torchpint.layerparallel.layout import Layout
 from torchpint.layerparallel.problems import (
     AdjointProblem,
     ForwardProblem,
+    ResidualStep,
     StepGraphs,
-    takes_step_size,
+    check_layers,
 )
+from torchpint.layerparallel.replicas import Replicas
 from torchpint.layerparallel.report import SolveReport
 from torchpint.runtime.comm import Comm, GroupComm
 from torchpint.trainer import RankAware
@@ -49,18 +54,6 @@ STARTS = ("skip", "warm", "cold")
 _RANDOM = (nn.modules.dropout._DropoutNd, nn.RReLU)
 
 StepLayers = Sequence[nn.Module] | Callable[[int], nn.Module]
-
-
-class ResidualStep(nn.Module):
-    """``x + h layer(x)`` (or ``layer(x, h)``): one step of :meth:`LayerParallel.serial`."""
-
-    def __init__(self, layer: nn.Module, h: float) -> None:
-        super().__init__()
-        self.layer, self.h = layer, float(h)
-        self._with_h = takes_step_size(layer)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x, self.h) if self._with_h else x + self.h * self.layer(x)
 
 
 def _renamed(old: str, old_value: int | None, new: str, value: int) -> int:
@@ -97,7 +90,14 @@ class LayerParallel(nn.Module, RankAware):
         group: ``None`` (one process), ``"world"`` or a process group: each rank keeps
             its slab of layers (``self.steps``, global indices ``self.layers``); rank 0
             keeps ``open``, the last rank ``close``. Feed every rank the same batches.
-        timeout: seconds to wait for a peer rank before raising.
+            A :class:`~torchpint.common.process_grid.ProcessGrid` (``process_grid(S, D)``):
+            D replicas on S ranks each, each on its rows of every batch (:meth:`shard_batch`),
+            gradients averaged by rows at the end of each backward (:mod:`.replicas`).
+        replica_bn: batch norm on a grid of replicas: ``"sync"`` (the whole batch's
+            statistics: training equals one replica with the whole batch) or
+            ``"local"`` (each replica's rows, as DDP; no messages).
+        timeout: seconds to wait for a peer rank before raising (default: the grid's,
+            else the group's own, else 300).
         keyed_rng: draw each layer's random numbers (dropout masks) from a generator
             keyed by (batch, layer), so every MGRIT iteration sees the same masks;
             ``None``: when a step holds dropout.
@@ -119,7 +119,8 @@ class LayerParallel(nn.Module, RankAware):
         fwd_start: str = "warm",
         bwd_start: str = "cold",
         group: Any = None,
-        timeout: float = 300.0,
+        replica_bn: str = "sync",
+        timeout: float | None = None,
         keyed_rng: bool | None = None,
         fwd_iters: int | None = None,
         bwd_iters: int | None = None,
@@ -158,6 +159,7 @@ class LayerParallel(nn.Module, RankAware):
         per_level = relaxation_per_level(relax, levels)  # a bad name fails now, not later
         grid = Grid(n, cfactor, levels)
         spacing = tuple(math.prod(grid.m[:l]) for l in range(grid.num_levels))
+        group, timeout, self.replicas = Replicas.of(group, timeout, replica_bn)
         self.comm: Comm = Comm() if group is None else GroupComm(group, timeout)
         self._rcomm: Comm = Comm() if group is None else GroupComm(group, timeout, True)
         rank, size = self.comm.rank, self.comm.size
@@ -175,6 +177,7 @@ class LayerParallel(nn.Module, RankAware):
         self.relax = relax if isinstance(relax, str) else tuple(per_level)
         self.fwd_iterations, self.bwd_iterations = int(fwd_iterations), int(bwd_iterations)
         self.fwd_start, self.bwd_start = fwd_start, bwd_start
+        self._built = (self.fwd_iterations, self.bwd_iterations, self.levels)  # for retune
         self.fwd_residuals: list[float] = []  # of the last forward solve
         self.bwd_residuals: list[float] = []  # of the last adjoint solve
         # seconds of the last batch: each solve's wall time and the part of it spent in
@@ -199,6 +202,8 @@ class LayerParallel(nn.Module, RankAware):
             self.register_buffer("rng_seed", torch.tensor(int(seed)))
             self.register_buffer("batches", torch.zeros((), dtype=torch.int64))
         self.keyed_rng = bool(keyed_rng)
+        if self.replicas is not None:  # batch norm over the replicas, their own seeds
+            self.replicas.attach(self)
 
     # -- layout ---------------------------------------------------------------------------
     @property
@@ -227,19 +232,32 @@ class LayerParallel(nn.Module, RankAware):
         return SolveReport(list(self.fwd_residuals), list(self.bwd_residuals),
                            dict(self.timings), {k: list(v) for k, v in self.step_counts.items()})
 
+    # -- how fit sees it (trainer.RankAware) --------------------------------------------
     def fit_comm(self) -> Comm:
-        """The ranks holding the slabs of the layers (trainer.RankAware)."""
-        return self.comm
+        """The ranks holding the slabs of the layers; on a grid, every replica's."""
+        return self.comm if self.replicas is None else self.replicas.world
 
     def sharded_state(self) -> bool:
-        """Each rank holds other layers: every rank checkpoints its own part."""
-        return self.comm.size > 1
+        """Each rank holds other layers (or another replica's warm starts): every rank
+        checkpoints its own part."""
+        return self.fit_comm().size > 1
 
     @property
     def shard_comm(self) -> Comm | None:
-        """The ranks' communicator when each holds a different part (training code
-        checkpoints every rank's part then), else ``None``."""
-        return self.comm if self.comm.size > 1 else None
+        """:meth:`fit_comm` when each rank holds a different part, else ``None``."""
+        return self.fit_comm() if self.sharded_state() else None
+
+    def shard_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This replica's rows of the batch on a grid; the whole batch otherwise."""
+        return (x, y) if self.replicas is None else self.replicas.shard(x, y)
+
+    def sum_over_replicas(self, values: list[float]) -> list[float]:
+        return values if self.replicas is None else self.replicas.sum(values)
+
+    def synchronize(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """On a grid, the replicas' weights and running statistics := replica 0's."""
+        if self.replicas is not None:
+            self.replicas.synchronize(self)
 
     def _agree(self, value: float, how: str) -> float:
         """``value`` from rank 0 (``"first"``) or the largest over the ranks."""
@@ -255,8 +273,9 @@ class LayerParallel(nn.Module, RankAware):
         """The same network as an ordinary ``nn.Sequential``, for exact serial forward and
         backprop: checking and inference. In one process it shares this module's layers;
         distributed, rank 0 gets a copy of all of them (TorchBraid's buildSequentialOnRoot)
-        and the other ranks ``None``; every rank must call it."""
-        if self.comm.size == 1:
+        and the other ranks ``None`` (on a grid: rank 0 of each replica, with batch norm
+        local); every rank must call it."""
+        if self.comm.size == 1 and self.replicas is None:
             return nn.Sequential(self.open, *(ResidualStep(m, self.h) for m in self.steps),
                                  self.close)
         parts = self._gather((self.open, list(self.steps), self.close))
@@ -278,13 +297,17 @@ class LayerParallel(nn.Module, RankAware):
         return None if parts is None else torch.cat(parts)
 
     def _gather(self, obj: Any) -> list[Any] | None:
-        """``obj`` of every rank, in rank order, on rank 0 (``None`` elsewhere)."""
+        """``obj`` of every rank, in rank order, on rank 0 (``None`` elsewhere), copied
+        as a message copies it (pickled: batch norm over replicas turns local)."""
+        if self.comm.size == 1:
+            return [pickle.loads(pickle.dumps(obj))]
         return self.comm.gather_object(obj, 0, "the layers' shards")
 
     # -- the two solves -------------------------------------------------------------------
     def _solver(self, iters: int, problem: Any, comm: Comm, slabs: list[int], start: str
                 ) -> MGRIT:
-        return MGRIT(problem, cfactor=self.cfactor, levels=self.levels, relax=self.relax,
+        relax = self.relax if isinstance(self.relax, str) else self.relax[: self.levels - 1]
+        return MGRIT(problem, cfactor=self.cfactor, levels=self.levels, relax=relax,
                      iterations=iters, divergence_factor=math.inf, group=comm,
                      slabs=slabs if comm.size > 1 else None, skip=start == "skip")
 
@@ -303,13 +326,13 @@ class LayerParallel(nn.Module, RankAware):
         for r, k in self.layout.edges():
             if self.layout.owner(k) == self.comm.rank:
                 layer = self.steps[k - self.layers.start]
-                self.comm.send(_flat(layer), r, _TAG_EDGE, f"the weights of layer {k}")
+                self.comm.send(flat_state(layer), r, _TAG_EDGE, f"the weights of layer {k}")
         p = next(iter(self.steps.parameters()), ref)  # where and in what the layers are
         for k, layer in self._edges.items():
             layer.to(device=p.device, dtype=p.dtype).train(self.training)
-            buf = _flat(layer)
+            buf = flat_state(layer)
             self.comm.recv_into(buf, self.layout.owner(k), _TAG_EDGE, f"the weights of layer {k}")
-            _unflat(layer, buf)
+            load_flat_state(layer, buf)
 
     def forward_solve(self, u0: torch.Tensor, grad: bool = True) -> StepGraphs:
         """MGRIT on the steps from ``u0``: the batch's step graphs, recorded by the solve's
@@ -378,6 +401,25 @@ class LayerParallel(nn.Module, RankAware):
         self.step_counts["adjoint"] = [c - zero.get(l, 0) for l, c in enumerate(res.step_counts)]
         return (res.u[-1].clone() if self.comm.rank == 0 else None), grads
 
+    def retune(self, *, fwd_iterations: int | None = None, bwd_iterations: int | None = None,
+               levels: int | None = None) -> None:
+        """Change the solves between two batches (an adaptive schedule: :mod:`.adaptive`):
+        the iterations, or fewer levels than built (1: exact solves, backprop's gradient).
+        Every rank calls it alike. Warm starts carry over; ``state_dict`` keeps the new
+        settings, so a resumed run solves as the uninterrupted one."""
+        fwd = self.fwd_iterations if fwd_iterations is None else fwd_iterations
+        bwd = self.bwd_iterations if bwd_iterations is None else bwd_iterations
+        levels = self.levels if levels is None else levels
+        for name, k in (("fwd_iterations", fwd), ("bwd_iterations", bwd), ("levels", levels)):
+            require_int(name, k, 1)
+        if levels > self._built[2]:
+            raise ValueError(f"retune(levels={levels}): this network was built with "
+                             f"{self._built[2]} levels, the most it can solve on")
+        self._warm = {k: v for k, v in self.get_extra_state().items()
+                      if k in ("forward", "adjoint") and v is not None}
+        self._fwd = self._adj = None  # the next batch builds solvers with the new settings
+        self.fwd_iterations, self.bwd_iterations, self.levels = int(fwd), int(bwd), int(levels)
+
     def _load_warm(self, which: str, solver: MGRIT) -> bool:
         """Copy a loaded warm start (:meth:`set_extra_state`) into a new solver when its
         shape fits: whether the solve starts from it."""
@@ -389,7 +431,8 @@ class LayerParallel(nn.Module, RankAware):
 
     def get_extra_state(self) -> dict[str, torch.Tensor | None]:
         """This rank's warm starts of the next solves (``"warm"`` starts): the last ones'
-        fine iterates (its slab), on the CPU; ``None`` before the first or otherwise."""
+        fine iterates (its slab), on the CPU; ``None`` before the first or otherwise; and
+        the ``"solves"`` of :meth:`retune`, when retuned."""
         state: dict[str, torch.Tensor | None] = {}
         for which, start, kept in (("forward", self.fwd_start, self._fwd),
                                    ("adjoint", self.bwd_start, self._adj)):
@@ -399,63 +442,46 @@ class LayerParallel(nn.Module, RankAware):
                 state[which] = self._warm.get(which)
             else:
                 state[which] = kept[1].fine.detach().to("cpu", copy=True)
+        settings = (self.fwd_iterations, self.bwd_iterations, self.levels)
+        if settings != self._built:  # retuned: (fwd_iterations, bwd_iterations, levels)
+            state["solves"] = torch.tensor(settings)
         return state
 
     def set_extra_state(self, state: dict[str, torch.Tensor | None]) -> None:
         """The next solves start from ``state``'s warm starts where their shapes fit the
         batch, else cold, as they would have after the run that saved them."""
         self._fwd = self._adj = None
+        state = dict(state)
+        fwd, bwd, levels = state.pop("solves", torch.tensor(self._built)).tolist()
+        self.fwd_iterations, self.bwd_iterations, self.levels = fwd, bwd, levels
         self._warm = {k: v for k, v in state.items() if v is not None}
 
     def _batch_seed(self) -> int | None:
         """This batch's mask seed (the batch count moves on with each training forward)."""
         return mix_seed(int(self.rng_seed), int(self.batches)) if self.keyed_rng else None
 
-    def _check_layers(self) -> None:
-        """Refuse running statistics that batch norm's final-sweep update does not cover."""
-        for name, mod in self.steps.named_modules():
-            if (isinstance(mod, nn.modules.batchnorm._NormBase) and mod.track_running_stats
-                    and mod.training and not isinstance(mod, nn.modules.batchnorm._BatchNorm)):
-                raise ValueError(
-                    f"step layer module {name!r} ({type(mod).__name__}) updates running "
-                    "statistics in training mode with every MGRIT step: not supported by "
-                    "LayerParallel. Use track_running_stats=False, or BatchNorm, GroupNorm "
-                    "or LayerNorm."
-                )
-
     # -- the module -----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_layers()
+        check_layers(self.steps)
         rank, last, grad = self.comm.rank, self.comm.size - 1, torch.is_grad_enabled()
         if self.keyed_rng and self.training and grad:
             self.batches += 1
         u0 = self.open(x) if self.open is not None else None
         key = (tuple(x.shape), x.dtype)
         if self.comm.size > 1:  # the others learn the state's shape from rank 0
-            shape, dtype = self._told(("state", key), u0, 0)
+            shape, dtype = told(self.comm, self._meta, ("state", key), u0, 0)
             if u0 is None:
                 u0 = torch.zeros(shape, dtype=dtype, device=x.device)
         if not u0.requires_grad:  # so every rank joins the backward solve
             u0 = u0.detach().requires_grad_(grad)
         params = [p for p in self.steps.parameters() if p.requires_grad]
         y = Solve.apply(self, grad, u0, *params)
-        if self.comm.size == 1:
-            return self.close(y)
         out = self.close(y) if rank == last else y
-        shape, _ = self._told(("output", key), out if rank == last else None, last)
-        return FromLast.apply(self.comm, out, shape)
-
-    def _told(self, key: Any, t: torch.Tensor | None, src: int) -> tuple[torch.Size, torch.dtype]:
-        """The shape and dtype of rank ``src``'s ``t``, on every rank (once per ``key``)."""
-        if key not in self._meta:
-            msg = torch.zeros(10, dtype=torch.int64)
-            if t is not None:
-                msg[0], msg[1] = _DTYPES.index(t.dtype), t.dim()
-                msg[2 : 2 + t.dim()] = torch.tensor(t.shape)
-            msg = self.comm.broadcast(msg, src, "a shape")
-            dims = msg[2 : 2 + int(msg[1])].tolist()
-            self._meta[key] = (torch.Size(dims), _DTYPES[int(msg[0])])
-        return self._meta[key]
+        if self.comm.size > 1:
+            shape, _ = told(self.comm, self._meta, ("output", key),
+                            out if rank == last else None, last)
+            out = FromLast.apply(self.comm, out, shape)
+        return out if self.replicas is None else self.replicas.output(self, out, len(x))
 
 
 def _old_checkpoint(module: nn.Module, state: dict[str, Any], prefix: str,
@@ -464,28 +490,9 @@ def _old_checkpoint(module: nn.Module, state: dict[str, Any], prefix: str,
     state.setdefault(prefix + "_extra_state", {"forward": None})
 
 
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.complex64,
-           torch.complex128)
-
 
 def _rows(res: Any) -> list[torch.Tensor]:
     """The states of a solve that start this rank's steps: its ghost point (if any) and
     its points but the last."""
     rows = list(res.u[:-1])
     return rows if res.ghost is None else [res.ghost, *rows]
-
-
-def _tensors(layer: nn.Module) -> list[torch.Tensor]:
-    return [*layer.parameters(), *(b for b in layer.buffers() if b.is_floating_point())]
-
-
-def _flat(layer: nn.Module) -> torch.Tensor:
-    return torch.cat([t.detach().reshape(-1) for t in _tensors(layer)])
-
-
-def _unflat(layer: nn.Module, flat: torch.Tensor) -> None:
-    i = 0
-    with torch.no_grad():
-        for t in _tensors(layer):
-            t.copy_(flat[i:i + t.numel()].view_as(t))
-            i += t.numel()

@@ -25,7 +25,7 @@ def refine(net: LayerParallel, factor: int = 2, **options: Any) -> LayerParallel
     ``fwd_iterations``, ``bwd_iterations``, ``group``...) say otherwise. ``net`` must be whole
     (one process); pass ``group=`` to spread the refined network over ranks."""
     require_int("factor", factor, 2)
-    if net.comm.size > 1:
+    if net.fit_comm().size > 1:  # slabs on ranks, or replicas on a grid
         raise ValueError(
             "refine needs the whole network in one process; refine before distributing "
             "(build the coarse net without group=, then refine(net, m, group=...))"

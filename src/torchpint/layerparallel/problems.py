@@ -22,8 +22,10 @@ import torch
 from torch import nn
 
 from torchpint.common.seeds import mix_seed
+from torchpint.common.syncbn import SyncBatchNorm
 from torchpint.core.grid import Grid
 from torchpint.core.problem import Problem
+from torchpint.runtime.comm import Comm
 
 
 def takes_step_size(layer: nn.Module) -> bool:
@@ -35,10 +37,45 @@ def takes_step_size(layer: nn.Module) -> bool:
     return len(params) >= 2
 
 
+class ResidualStep(nn.Module):
+    """``x + h layer(x)`` (or ``layer(x, h)``): one step of the forward problem as an
+    ordinary module (:meth:`~torchpint.layerparallel.LayerParallel.serial`)."""
+
+    def __init__(self, layer: nn.Module, h: float) -> None:
+        super().__init__()
+        self.layer, self.h = layer, float(h)
+        self._with_h = takes_step_size(layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x, self.h) if self._with_h else x + self.h * self.layer(x)
+
+
+def check_layers(steps: nn.Module) -> None:
+    """Refuse running statistics that batch norm's final-sweep update does not cover."""
+    for name, mod in steps.named_modules():
+        if (isinstance(mod, nn.modules.batchnorm._NormBase) and mod.track_running_stats
+                and mod.training and not isinstance(mod, nn.modules.batchnorm._BatchNorm)):
+            raise ValueError(
+                f"step layer module {name!r} ({type(mod).__name__}) updates running "
+                "statistics in training mode with every MGRIT step: not supported by "
+                "LayerParallel. Use track_running_stats=False, or BatchNorm, GroupNorm "
+                "or LayerNorm."
+            )
+
+
 def batch_norms(layer: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The batch norms in ``layer`` that keep running statistics."""
     return [m for m in layer.modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def synced_over_ranks(layer: nn.Module) -> bool:
+    """Whether ``layer`` holds batch norm synced over several ranks (data-parallel
+    replicas): its calls and their vector-Jacobian products are collectives, which every
+    replica must take together, whatever its values."""
+    return any(isinstance(m, SyncBatchNorm)
+               and not (isinstance(m.group, Comm) and m.group.size == 1)
+               for m in layer.modules())
 
 
 @contextlib.contextmanager
@@ -78,6 +115,7 @@ class ForwardProblem(Problem):
         self.layers = dict(layers)
         self._with_h = {k: takes_step_size(m) for k, m in self.layers.items()}
         self._norms = {k: batch_norms(m) for k, m in self.layers.items()}
+        self._synced = {k: synced_over_ranks(m) for k, m in self.layers.items()}
         self._u0 = u0
         self.seed: int | None = None
         self.recorder: StepGraphs | None = None
@@ -89,6 +127,10 @@ class ForwardProblem(Problem):
     def takes_h(self, k: int) -> bool:
         """Whether layer ``k`` is the whole step (its ``forward`` takes ``(x, h)``)."""
         return self._with_h[k]
+
+    def synced(self, k: int) -> bool:
+        """Whether layer ``k`` holds batch norm synced over replicas (:func:`synced_over_ranks`)."""
+        return self._synced[k]
 
     def prepare(self, u0: torch.Tensor) -> None:
         """This batch's initial state (the solver checks it against its buffers)."""
@@ -253,8 +295,9 @@ class StepGraphs:
         """``(dPhi_k / dx)^T v`` at ``x_k``, for level ``level``'s step ``h``, written into
         ``into`` when given. The adjoint is linear: a zero ``v`` (most of a cold start's
         first iteration) gives zero with no graph recorded or walked (the test reads the
-        value: on the CPU only)."""
-        if v.device.type == "cpu" and not any(torch.aminmax(v)):  # (faster than any())
+        value: on the CPU only), except through batch norm synced over replicas, whose
+        collectives every replica takes whatever its values."""
+        if v.device.type == "cpu" and not self.forward.synced(k) and not any(torch.aminmax(v)):
             self.zero_steps[level] = self.zero_steps.get(level, 0) + 1
             return torch.zeros_like(v) if into is None else into.zero_()
         x, f = self.record(k, level, h)

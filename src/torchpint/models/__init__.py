@@ -2,13 +2,15 @@
 
 ``vgg16`` (CIFAR VGG-16-BN), ``preact_resnet`` (pre-activation bottleneck ResNet, depth
 9n+2, ResNet-1001 included) and ``build_model`` with named presets, small ones included
-(``vgg-small``, ``resnet-small``) for CPU runs.
+(``vgg-small``, ``resnet-small``) for CPU runs; ``gpt`` (a small decoder-only transformer
+over characters, :mod:`.gpt`), built by its own function, not a preset.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from torchpint.models.gpt import GPTBlock, gpt
 from torchpint.models.resnet import PreActBottleneck, preact_resnet
 from torchpint.models.vgg import vgg16
 
@@ -49,4 +51,5 @@ def build_model(
     return preact_resnet(depth=d, num_classes=num_classes, in_channels=in_channels, width=w)
 
 
-__all__ = ["MODEL_NAMES", "PreActBottleneck", "build_model", "preact_resnet", "vgg16"]
+__all__ = ["MODEL_NAMES", "GPTBlock", "PreActBottleneck", "build_model", "gpt", "preact_resnet",
+           "vgg16"]

@@ -7,8 +7,8 @@ checkpoint that resumes bit for bit, and reports a :class:`FitResult`.
 """
 
 from torchpint.trainer.config import SCHEDULES, FitConfig, lr_factor, make_optimizer, make_scheduler
-from torchpint.trainer.loop import evaluate, fit
-from torchpint.trainer.protocol import RankAware
+from torchpint.trainer.loop import batch_loss, evaluate, fit
+from torchpint.trainer.protocol import RankAware, StepHook
 from torchpint.trainer.result import EpochStats, FitResult
 from torchpint.trainer.state import read as load_checkpoint
 
@@ -18,6 +18,8 @@ __all__ = [
     "FitConfig",
     "FitResult",
     "RankAware",
+    "StepHook",
+    "batch_loss",
     "evaluate",
     "fit",
     "load_checkpoint",

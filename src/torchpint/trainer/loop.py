@@ -1,9 +1,10 @@
 """One training loop for every application: :func:`fit` and :func:`evaluate`.
 
 ``fit`` trains any classifier (an ordinary module, a parareal network, a layer-parallel
-network) with SGD + momentum and a per-step schedule, evaluates after every epoch, times
-every step (forward + backward + update), checkpoints every epoch and resumes bit for bit:
-batches and augmentation are keyed by (seed, epoch), not by global RNG state carried
+network; or a next-token model, its ``(B, T, V)`` output scored per token) with SGD +
+momentum and a per-step schedule, evaluates after every epoch, times every step (forward
++ backward + update), checkpoints every epoch and resumes bit for bit: batches and
+augmentation are keyed by (seed, epoch), not by global RNG state carried
 across epochs. SIGINT or SIGTERM stops it at the next batch, where it writes a checkpoint
 with the data position (:mod:`torchpint.runtime.signals`). A model spread over ranks
 takes part through the :class:`~torchpint.trainer.protocol.RankAware` methods.
@@ -15,7 +16,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -31,7 +32,7 @@ from torchpint.runtime.comm import Comm, world_rank
 from torchpint.trainer import state as ckpt
 from torchpint.trainer.config import FitConfig, make_optimizer, make_scheduler
 from torchpint.trainer.errors import divergence
-from torchpint.trainer.protocol import RankAware, fit_comm, input_device
+from torchpint.trainer.protocol import RankAware, StepHook, fit_comm, input_device
 from torchpint.trainer.result import EpochStats, FitResult
 
 
@@ -40,9 +41,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _rows(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, targets)`` as ``(rows, classes)`` and ``(rows,)`` for cross entropy and
+    argmax: a classifier's ``(B, C)`` and ``(B,)`` as they are; a sequence model's
+    ``(B, T, V)`` and ``(B, T)`` with every token a row (the loss is then the mean per
+    token, the accuracy the next-token one)."""
+    y = y.to(out.device)
+    if out.dim() == 3 and y.dim() == 2 and out.shape[:2] == y.shape:
+        return out.reshape(-1, out.shape[-1]), y.reshape(-1)
+    return out, y
+
+
+def batch_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The loss ``fit`` trains on: cross entropy, per token for a sequence model."""
+    return F.cross_entropy(*_rows(out, y))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (percent) of ``model`` on ``loader``, eval mode."""
+    """Mean cross-entropy and accuracy (percent) of ``model`` on ``loader``, eval mode (per
+    token for a sequence model's ``(B, T, V)`` output)."""
     was = model.training
     model.eval()
     dev = input_device(model)
@@ -50,11 +68,10 @@ def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
     try:
         for x, y in loader:
             x, y = x.to(dev), y.to(dev)
-            out = model(x)
-            yy = y.to(out.device)
+            out, yy = _rows(model(x), y)
             loss += float(F.cross_entropy(out, yy, reduction="sum"))
             correct += float((out.argmax(1) == yy).sum())
-            n += len(y)
+            n += len(yy)
     finally:
         model.train(was)
     return loss / max(n, 1), 100.0 * correct / max(n, 1)
@@ -85,8 +102,10 @@ class _Run:
 
     def __init__(self, model: nn.Module, cfg: FitConfig, opt: torch.optim.Optimizer,
                  sched: Any, result: FitResult, label: str, run: dict[str, Any] | None,
-                 extra: dict[str, Any] | None, path: str | None) -> None:
+                 extra: dict[str, Any] | None, path: str | None,
+                 hooks: Sequence[StepHook]) -> None:
         self.model, self.cfg, self.opt, self.sched = model, cfg, opt, sched
+        self.hooks = list(hooks)
         self.result, self.label, self.run, self.extra = result, label, run, extra or {}
         self.comm = fit_comm(model)
         self.sharded = isinstance(model, RankAware) and model.sharded_state()
@@ -118,6 +137,7 @@ class _Run:
                       history=[asdict(h) for h in self.result.history],
                       step_times=self.result.step_times, rng=ckpt.rng_state(),
                       world=self.world, **({"run": self.run} if self.run is not None else {}),
+                      **({"hooks": [h.state_dict() for h in self.hooks]} if self.hooks else {}),
                       **self.extra)
         self.comm.barrier("checkpoint written")
         if not batch:
@@ -148,6 +168,13 @@ class _Run:
         self.sched.load_state_dict(state["scheduler"])
         self.result.history = [EpochStats(**h) for h in state["history"]]
         self.result.step_times = list(state["step_times"])
+        saved_hooks = state.get("hooks", [])
+        if len(saved_hooks) != len(self.hooks):
+            raise ValueError(
+                f"cannot resume {self.path}: it was written with {len(saved_hooks)} step "
+                f"hook(s) and this run has {len(self.hooks)}: resume with the same options")
+        for hook, hook_state in zip(self.hooks, saved_hooks, strict=True):
+            hook.load_state_dict(hook_state)
         self.saved = self.result.resumed_from = int(state["epoch"])
         if log and world_rank() == 0:
             at = f", batch {state['batch']}" if state.get("batch") else ""
@@ -169,6 +196,7 @@ def fit(
     log: Callable[[str], None] | None = print,
     extra_state: dict[str, Any] | None = None,
     run: dict[str, Any] | None = None,
+    hooks: Sequence[StepHook] = (),
 ) -> FitResult:
     """Train ``model`` by ``cfg``; evaluate, checkpoint and log after every epoch.
 
@@ -184,6 +212,8 @@ def fit(
         run: what identifies the run beyond the recipe (model, data set, batch size...),
             as plain data: a checkpoint of another run is refused on resume
             (``CheckpointMismatchError`` naming the fields).
+        hooks: :class:`~torchpint.trainer.protocol.StepHook` s called after every
+            batch's backward, before the step; their state is in the checkpoint.
 
     Raises ``DivergenceError`` when the loss, the test loss or the weights turn non-finite
     (no checkpoint is written then, so the last good one stays), and
@@ -205,7 +235,7 @@ def fit(
         raise ValueError("the training loader yields no batch (batch size > data set?)")
     sched = make_scheduler(opt, cfg, steps)
     result = FitResult(label, params=sum(p.numel() for p in model.parameters()))
-    r = _Run(model, cfg, opt, sched, result, label, run, extra_state, checkpoint)
+    r = _Run(model, cfg, opt, sched, result, label, run, extra_state, checkpoint, hooks)
     main = world_rank() == 0
     state = r.resume(log) if resume else None
     start = r.saved or 0
@@ -238,16 +268,18 @@ def fit(
                     x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
                     _sync(dev)
                     t0 = time.perf_counter()
-                    out = model(x)
-                    loss = F.cross_entropy(out, y.to(out.device))
+                    out, yy = _rows(model(x), y)
+                    loss = F.cross_entropy(out, yy)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
+                    for hook in hooks:
+                        hook.after_backward(model, x, y, epoch * steps + i)
                     opt.step()
                     _sync(dev)
                     times.append(time.perf_counter() - t0)
-                    rows = float(len(y))
+                    rows = float(len(yy))
                     values = [float(loss.detach()) * rows,
-                              float((out.detach().argmax(1) == y.to(out.device)).sum()), rows]
+                              float((out.detach().argmax(1) == yy).sum()), rows]
                     if isinstance(model, RankAware):  # the whole batch's, so replicas agree
                         values = model.sum_over_replicas(values)
                     loss_value = values[0] / values[2]

@@ -6,12 +6,14 @@ process grid, a layer-parallel network with slabs on ranks) subclasses :class:`R
 and says, in a few methods, what the loop must know: which ranks train it together, whether
 each rank's state differs (then every rank writes its own checkpoint file) or the replicas
 are made identical and rank 0 writes one, where a batch goes, and which share of a batch
-each replica takes. The loop asks nothing else of it: no attribute probing.
+each replica takes. The loop asks nothing else of it: no attribute probing. A
+:class:`StepHook` is what the loop calls at every batch, for any model.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,6 +55,26 @@ class RankAware(ABC):
         """Make the replicas identical (weights, buffers, optimizer state) before a
         checkpoint or an evaluation; a no-op by default."""
         return None
+
+
+class StepHook:
+    """Something :func:`~torchpint.trainer.fit` calls at every batch (``hooks=[...]``), on
+    every rank, after the backward and before the optimizer's step: it may read the
+    gradients and change how the model computes the next ones (e.g.
+    ``layerparallel.AdaptiveIterations``). Its :meth:`state_dict` goes into the training
+    checkpoint, so a resumed run goes on as the uninterrupted one."""
+
+    def after_backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                       step: int) -> None:
+        """Called with this rank's share of the batch; ``step`` counts the run's batches
+        from 0."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data and tensors only (checkpoints load with ``weights_only=True``)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` gave."""
 
 
 def fit_comm(model: nn.Module) -> Comm:

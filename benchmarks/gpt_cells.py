@@ -1,0 +1,382 @@
+"""A layer-parallel GPT on a real corpus, cell by cell and resumable (issue 28, item 4).
+
+The network is ``torchpint train-layer-parallel --model gpt``: a character-level
+decoder-only transformer (width 64, 4 heads, windows of 64 characters) whose pre-norm
+blocks, one per layer, are solved by MGRIT forward and adjoint; the text is the Python
+standard library's sources (2,000,000 characters, the last 10% for testing; its sha256 is
+in every cell's JSON, so runs on other Pythons can be compared).
+
+Cells (``--list`` prints them):
+
+- ``gpt-N<blocks>-e<epochs>-s<seed>``: ``--serial-baseline`` runs, layer-parallel MGRIT
+  training against exact serial backprop from the same initial weights on the same
+  batches, equal steps (one epoch: 562 steps of 50 windows); test loss in nats per
+  character. Blocks 8, 16 and 32, seeds 0, 1, 2. The hierarchy is the CLI's (3 levels,
+  cfactor 4) where N allows it, else 2 levels (N = 8); SGD at lr 0.1, cosine schedule
+  (in a 56-step serial check at N = 8 the CLI's default 0.05 reached 2.59 nats/char, 0.2
+  2.37, 0.5 2.71, and 1.0 diverged).
+- ``steptime-gpt-N<blocks>-P<procs>``: the median training step of the layer-parallel GPT
+  on 1 process (with the serial baseline's beside it) and on 2 (torchrun, a slab of blocks
+  per rank), over 40 steps on a shorter text. They run one at a time after the others;
+  their figures mean something only on an otherwise idle machine with a free core per
+  process (the JSON records the load average).
+
+Every finished cell writes its own JSON to ``--out`` (default benchmarks/results/gpt/)
+atomically; a rerun skips the cells whose JSON exists, so the study resumes after any
+interruption. Each run has one intra-op thread per process.
+
+    python benchmarks/gpt_cells.py --list                 # the plan and its estimated cost
+    python benchmarks/gpt_cells.py                        # the whole plan (hours)
+    python benchmarks/gpt_cells.py --cells N8 --seeds 0   # a part of it
+    python benchmarks/gpt_cells.py --summary [--json PATH]
+    python benchmarks/gpt_cells.py --quick                # tiny, a temporary folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from common import RESULTS, log, machine_info, mean_std, write_json  # benchmarks/ on sys.path
+
+OUT = RESULTS / "gpt"
+BLOCKS = (8, 16, 32)
+SEEDS = (0, 1, 2)
+EPOCHS = 1
+LR = 0.1
+PROCS = (1, 2)
+# the model and text of the full study and of --quick: the CLI's options
+FULL = {"seq_len": 64, "width": 64, "heads": 4, "batch_size": 50, "corpus_chars": 2_000_000}
+QUICK = {"seq_len": 16, "width": 16, "heads": 2, "batch_size": 16, "corpus_chars": 6_000}
+QUICK_BLOCKS = (4, 8)
+STEPTIME_STEPS = 40  # training steps of a step-time cell (its text is cut to give them)
+
+# seconds per block and step (batch 50 x 64 characters, width 64, one thread) measured on
+# this 2-core machine while other benchmarks ran (load 2 to 7): N = 8 (2 levels) 58 and
+# 22 ms, N = 32 (3 levels) 99 and 35 ms; for the plan's estimate only (an idle machine is
+# faster)
+STEP_S_PER_BLOCK = {"layer_parallel": 0.08, "serial": 0.03}
+STARTUP_S = 10.0  # reading the text, the gradient check, the evaluations' share
+
+
+def hierarchy(blocks: int) -> tuple[int, int]:
+    """``(levels, cfactor)``: the CLI's 3 levels of cfactor 4 where ``blocks`` allows it,
+    else 2 levels, else 1."""
+    for levels in (3, 2):
+        if blocks % 4 ** (levels - 1) == 0:
+            return levels, 4
+    return 1, 4
+
+
+# ----------------------------------------------------------------------------- cells
+
+
+def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every cell of the study with these options, in the order they run."""
+    q = "-quick" if args.quick else ""  # quick cells never pass for real ones
+    cells = []
+    for n in args.blocks:
+        for s in args.seeds:
+            cells.append({"id": f"gpt-N{n}-e{args.epochs}-s{s}{q}", "study": "accuracy",
+                          "blocks": n, "epochs": args.epochs, "seed": s})
+    for n in args.steptime_blocks:
+        for p in args.procs:
+            cells.append({"id": f"steptime-gpt-N{n}-P{p}{q}", "study": "steptime",
+                          "blocks": n, "procs": p, "epochs": 1, "seed": 0})
+    if args.cells:
+        pats = [p if any(c in p for c in "*?[") else f"*{p}*" for p in args.cells]
+        cells = [c for c in cells if any(fnmatch.fnmatch(c["id"], p) for p in pats)]
+    return cells
+
+
+def sizes(args: argparse.Namespace) -> dict[str, int]:
+    return QUICK if args.quick else FULL
+
+
+def steps_per_epoch(chars: int, s: dict[str, int]) -> int:
+    """Training steps of one epoch on a text of ``chars`` characters (90% to train)."""
+    return int(0.9 * chars - 1) // s["seq_len"] // s["batch_size"]
+
+
+def steptime_chars(s: dict[str, int]) -> int:
+    """A text long enough for :data:`STEPTIME_STEPS` steps (and a test window)."""
+    return min(s["corpus_chars"],
+               int((STEPTIME_STEPS * s["batch_size"] + 1) * s["seq_len"] / 0.9) + 2)
+
+
+def estimate_s(cell: dict[str, Any], args: argparse.Namespace) -> float:
+    """Rough seconds of ``cell`` on one core (of each process)."""
+    s = sizes(args)
+    scale = s["width"] ** 2 * s["seq_len"] * s["batch_size"] / (64 ** 2 * 64 * 50)
+    per_step = cell["blocks"] * scale
+    if cell["study"] == "accuracy":
+        steps = steps_per_epoch(s["corpus_chars"], s) * cell["epochs"]
+        both = STEP_S_PER_BLOCK["layer_parallel"] + STEP_S_PER_BLOCK["serial"]
+        return STARTUP_S + 1.1 * steps * per_step * both
+    lp = STEP_S_PER_BLOCK["layer_parallel"] / cell["procs"]
+    serial = STEP_S_PER_BLOCK["serial"] if cell["procs"] == 1 else 0.0
+    return STARTUP_S + 1.1 * STEPTIME_STEPS * per_step * (lp + serial)
+
+
+def cell_path(out: Path, cell_id: str) -> Path:
+    return out / f"{cell_id}.json"
+
+
+def write_atomic(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as JSON at ``path``: written to a temporary name beside it, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- one cell
+
+
+def command(cell: dict[str, Any], args: argparse.Namespace, json_path: str) -> list[str]:
+    """The ``torchpint train-layer-parallel --model gpt`` command line of ``cell``
+    (under torchrun for a step-time cell on several processes)."""
+    s = sizes(args)
+    levels, cfactor = hierarchy(cell["blocks"])
+    chars = s["corpus_chars"] if cell["study"] == "accuracy" else steptime_chars(s)
+    opts = ["train-layer-parallel", "--model", "gpt", "--layers", str(cell["blocks"]),
+            "--levels", str(levels), "--cfactor", str(cfactor), "--seq-len",
+            str(s["seq_len"]), "--width", str(s["width"]), "--heads", str(s["heads"]),
+            "--batch-size", str(s["batch_size"]), "--corpus-chars", str(chars),
+            "--epochs", str(cell["epochs"]), "--lr", str(args.lr), "--seed",
+            str(cell["seed"]), "--no-progress", "--json", json_path]
+    if args.corpus:
+        opts += ["--corpus", str(args.corpus)]
+    procs = cell.get("procs", 1)
+    if cell["study"] == "accuracy" or procs == 1:
+        opts.append("--serial-baseline")
+    if procs == 1:
+        return [sys.executable, "-m", "torchpint", *opts]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            "--nproc-per-node", str(procs), "-m", "torchpint", *opts]
+
+
+def run_cell(cell: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``cell``'s command (one thread per process); its JSON, with the cell's."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "run.json")
+        cmd = command(cell, args, path)
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if proc.returncode:
+            raise RuntimeError(f"exit {proc.returncode}: {proc.stderr[-2000:]}")
+        with open(path) as f:
+            result = json.load(f)
+    lp, se = result["layer_parallel"], result.get("serial")
+    chars = result["corpus"]["chars"]
+    out: dict[str, Any] = {
+        **cell, "quick": bool(args.quick), "lr": args.lr, "command": cmd[1:-2],
+        "steps": steps_per_epoch(chars, sizes(args)) * cell["epochs"],
+        "corpus": result["corpus"], "gradient_check": result.get("gradient_check"),
+        "config": result.get("config"), "layer_parallel": lp, "serial": se,
+    }
+    if se is not None:
+        out["difference"] = lp["test_loss"] - se["test_loss"]
+    out.update(wall_s=time.perf_counter() - t0, load_average=os.getloadavg(),
+               finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               machine=machine_info())
+    return out
+
+
+def spawn(cell: dict[str, Any], args: argparse.Namespace, out: Path) -> tuple[str, bool]:
+    """Run ``cell`` and write its JSON; whether it succeeded."""
+    log(f"start {cell['id']}")
+    t0 = time.perf_counter()
+    try:
+        write_atomic(cell_path(out, cell["id"]), run_cell(cell, args))
+    except (RuntimeError, OSError, KeyError, json.JSONDecodeError) as err:
+        log(f"FAILED {cell['id']}: {err}")
+        return cell["id"], False
+    log(f"done  {cell['id']} in {time.perf_counter() - t0:.0f} s")
+    return cell["id"], True
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _stats(xs: list[float]) -> dict[str, Any]:
+    mean, sd = mean_std(xs)
+    return {"mean": mean, "sd": sd, "n": len(xs), "values": xs}
+
+
+def summarize(out: Path) -> dict[str, Any]:
+    """Every cell JSON in ``out``: test losses over seeds (mean +- sd, per-seed
+    differences) by blocks, and the step times by blocks and processes."""
+    records = []
+    for p in sorted(out.glob("*.json")):
+        try:
+            records.append(json.loads(p.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("study") == "accuracy":
+            key = (r["blocks"], r["epochs"], r.get("quick", False))
+            groups.setdefault(key, []).append(r)
+    loss = []
+    for (blocks, epochs, quick), rs in sorted(groups.items()):
+        rs.sort(key=lambda r: r["seed"])
+        lp = [r["layer_parallel"]["test_loss"] for r in rs]
+        se = [r["serial"]["test_loss"] for r in rs]
+        loss.append({
+            "blocks": blocks, "epochs": epochs, "quick": quick,
+            "seeds": [r["seed"] for r in rs],
+            "steps": sorted({r.get("steps") for r in rs}, key=str),
+            "layer_parallel": _stats(lp), "serial": _stats(se),
+            "difference": _stats([a - b for a, b in zip(lp, se, strict=True)]),
+            "corpus_sha256": sorted({r["corpus"]["sha256"] for r in rs}),
+            "levels": rs[0]["config"]["levels"], "cfactor": rs[0]["config"]["cfactor"],
+        })
+    steptime = []
+    times = {(r["blocks"], r["procs"], r.get("quick", False)): r for r in records
+             if r.get("study") == "steptime"}
+    for (blocks, procs, quick), r in sorted(times.items()):
+        one = times.get((blocks, 1, quick))
+        base = one["layer_parallel"]["step_time_s"] if one else None
+        serial = (one.get("serial") or {}).get("step_time_s") if one else None
+        t = r["layer_parallel"]["step_time_s"]
+        steptime.append({
+            "blocks": blocks, "procs": procs, "quick": quick, "step_s": t,
+            "speedup_vs_1_process": base / t if base else None,
+            "vs_serial": serial / t if serial else None,
+            "load_average": r.get("load_average"),
+        })
+    return {"folder": str(out), "cells": len(records), "loss": loss, "steptime": steptime,
+            "unit": "test loss in nats per character"}
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    print(f"GPT cells in {s['folder']} ({s['cells']} cells)")
+    print("\ntest loss (nats/char), mean +- sd over seeds; diff = layer-parallel - serial "
+          "per seed (equal steps, same initial weights and batches)")
+    print(f"{'blocks':>6} {'hier':>6} {'ep':>3} {'layer-parallel':>17} {'serial':>17} "
+          f"{'diff':>17}  per-seed diffs")
+    for r in s["loss"]:
+        a, b, d = r["layer_parallel"], r["serial"], r["difference"]
+        tag = " (quick)" if r["quick"] else ""
+        print(f"{r['blocks']:>6} {r['levels']}L/c{r['cfactor']} {r['epochs']:>3} "
+              f"{a['mean']:8.4f} +- {a['sd']:.4f} {b['mean']:8.4f} +- {b['sd']:.4f} "
+              f"{d['mean']:+8.4f} +- {d['sd']:.4f}  "
+              f"{', '.join(f'{x:+.4f}' for x in d['values'])} (seeds {r['seeds']}){tag}")
+    if not s["loss"]:
+        print("  (no loss cells yet)")
+    print("\nlayer-parallel training step (median), 1 vs 2 processes")
+    for r in s["steptime"]:
+        tag = " (quick)" if r["quick"] else ""
+        sp = r["speedup_vs_1_process"]
+        vs = r["vs_serial"]
+        print(f"  N={r['blocks']:<3} P={r['procs']}: {1e3 * r['step_s']:8.1f} ms"
+              f"{f'   {sp:.2f}x vs 1 process' if sp and r['procs'] > 1 else ''}"
+              f"{f'   serial/layer-parallel {vs:.2f}' if vs and r['procs'] == 1 else ''}"
+              f"   load {r['load_average'][0]:.1f}{tag}")
+    if not s["steptime"]:
+        print("  (no step-time cells yet)")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cells", nargs="+", default=None, metavar="PATTERN",
+                   help="run only cells whose id matches (substring or glob), e.g. N8, "
+                        "steptime, 'gpt-N16-*-s0'")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="loss cells side by side (default 1; step-time cells run alone)")
+    p.add_argument("--blocks", type=int, nargs="+", default=list(BLOCKS))
+    p.add_argument("--steptime-blocks", type=int, nargs="+", default=list(BLOCKS))
+    p.add_argument("--procs", type=int, nargs="+", default=list(PROCS))
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--epochs", type=int, default=EPOCHS,
+                   help=f"epochs of a loss cell (default {EPOCHS})")
+    p.add_argument("--lr", type=float, default=LR, help=f"SGD learning rate (default {LR})")
+    p.add_argument("--corpus", default=None, metavar="PATH",
+                   help="a text file instead of the standard library's sources")
+    p.add_argument("--out", default=None, help=f"cell JSON folder (default {OUT})")
+    p.add_argument("--quick", action="store_true",
+                   help=f"tiny: width 16, windows of 16, {QUICK['corpus_chars']} characters, "
+                        f"blocks {QUICK_BLOCKS}, seed 0, step time at N=8; a temporary folder "
+                        "unless --out")
+    p.add_argument("--list", action="store_true", help="print the plan and stop")
+    p.add_argument("--summary", action="store_true", help="print the tables of --out's cells")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the summary as JSON")
+    return p.parse_args(argv)
+
+
+def run_plan(args: argparse.Namespace, out: Path) -> int:
+    """Print the plan and its cost, then run the cells without JSON: loss cells ``--jobs``
+    at a time, then the step-time cells one at a time."""
+    cells = plan(args)
+    todo = [c for c in cells if not cell_path(out, c["id"]).exists()]
+    print(f"plan: {len(cells)} cells, {len(cells) - len(todo)} done already, {len(todo)} to "
+          f"run in {out}; seeds {args.seeds}, jobs {args.jobs}")
+    cores = 0.0
+    for c in cells:
+        est = estimate_s(c, args)
+        done = c not in todo
+        cores += 0 if done else est * c.get("procs", 1)
+        print(f"  {c['id']:34} {'done' if done else f'~{est / 60:6.1f} min'}")
+    par = [c for c in todo if c["study"] == "accuracy"]
+    seq = [c for c in todo if c["study"] == "steptime"]
+    wall = sum(estimate_s(c, args) for c in par) / max(1, args.jobs) + sum(
+        estimate_s(c, args) for c in seq)
+    print(f"estimated cost (rough): {cores / 3600:.2f} core-hours, ~{wall / 3600:.2f} h wall "
+          f"at --jobs {args.jobs}", flush=True)
+    if args.list:
+        return 0
+    failed = []
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        failed += [cid for cid, ok in pool.map(lambda c: spawn(c, args, out), par) if not ok]
+    failed += [cid for cid, ok in (spawn(c, args, out) for c in seq) if not ok]
+    if failed:
+        print(f"FAILED cells (rerun to retry): {', '.join(failed)}")
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    tmp = None
+    if args.quick:
+        args.blocks, args.seeds, args.steptime_blocks = list(QUICK_BLOCKS), [0], [8]
+        if args.out is None:
+            tmp = tempfile.TemporaryDirectory(prefix="gpt-quick-")
+            args.out = tmp.name
+    out = Path(args.out) if args.out else OUT
+    try:
+        if not args.summary or args.quick:
+            rc = run_plan(args, out)
+            if rc or args.list:
+                return rc
+        s = summarize(out)
+        print_summary(s)
+        write_json(args.json, s)
+        return 0
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
