@@ -148,10 +148,9 @@ RANK = textwrap.dedent("""
     from torchpint.runtime.comm import abandon
     where = os.environ["DIE_IN"]
     if os.environ["RANK"] == "3":
-        from torchpint.layerparallel.module import LayerParallel
-        from torchpint.layerparallel.replicas import Replicas
-        cls, name = (Replicas, "average") if where == "replicas" else \\
-            (LayerParallel, "forward_solve")
+        from torchpint.layerparallel import module, replicas
+        cls, name = (replicas, "average_by_rows") if where == "replicas" else \\
+            (module.LayerParallel, "forward_solve")
         real, calls = getattr(cls, name), []
         def dying(*args, **kwargs):
             calls.append(1)

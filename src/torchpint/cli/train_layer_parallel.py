@@ -78,6 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--bwd-start", choices=STARTS, default=START_DEFAULTS["bwd_start"],
       help="how each adjoint solve starts (default cold: its steps of zero states cost "
       "nothing, so it costs about what skip does, with a smaller gradient error)")
+    a("--spatial-coarsening", nargs="?", const="nearest", default=None,
+      choices=("nearest", "bilinear"), metavar="nearest|bilinear",
+      help="run the coarse levels on 2x average-pooled states, corrections interpolated "
+      "up (nearest when the flag has no value; default off)")
     deprecated_alias(parser, "--fwd-iters", "--fwd-iterations", "fwd_iterations", type=COUNT)
     deprecated_alias(parser, "--bwd-iters", "--bwd-iterations", "bwd_iterations", type=COUNT)
     a("--epochs", type=COUNT, default=4, help="training epochs (default 4)")
@@ -170,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
     options = dict(T=args.T, levels=args.levels, cfactor=args.cfactor, relax=args.relax,
                    fwd_iterations=args.fwd_iterations, bwd_iterations=args.bwd_iterations,
                    fwd_start=args.fwd_start, bwd_start=args.bwd_start, group=group,
-                   replica_bn=args.replica_bn, timeout=args.timeout)
+                   replica_bn=args.replica_bn, timeout=args.timeout,
+                   **({"spatial": args.spatial_coarsening} if args.spatial_coarsening else {}))
     build = gpt.build if args.model == "gpt" else _conv_resnet
     return _train(args, Built(*build(args, options, device)), device)
 

@@ -11,6 +11,7 @@ training both stand on it, so it lives beneath them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from torchpint.runtime.comm import GroupComm, new_group, world_rank, world_size
+from torchpint.runtime.comm import Comm, GroupComm, new_group, world_rank, world_size
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +78,27 @@ class ProcessGrid:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64)
         return self.data_comm.all_reduce(t, "sum", "the replicas' loss sums").tolist()
+
+
+@torch.no_grad()
+def average_by_rows(comm: Comm, params: Iterable[torch.Tensor], rows: int) -> None:
+    """Every gradient of ``params`` := ``sum_d rows_d grad_d / sum_d rows_d`` over the
+    replicas of ``comm`` (``rows``: this replica's share of the batch), so the replicas
+    step as one model on the whole batch: one all-reduce per dtype and device, the rows
+    riding along. Every replica passes the same parameters in the same order."""
+    by_kind: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+    for p in params:
+        if p.grad is not None:
+            by_kind.setdefault((p.grad.dtype, p.grad.device), []).append(p)
+    for (dtype, device), ps in by_kind.items():
+        n = torch.tensor([float(rows)], dtype=dtype, device=device)
+        buf = torch.cat([*(p.grad.reshape(-1) * rows for p in ps), n])
+        comm.all_reduce_(buf, "sum", "the replicas' gradients")
+        buf = buf[:-1] / buf[-1]
+        off = 0
+        for p in ps:
+            p.grad.copy_(buf[off : off + p.numel()].view_as(p.grad))
+            off += p.numel()
 
 
 def process_grid(stages: int, replicas: int = 1, *, timeout: float = 300.0) -> ProcessGrid:

@@ -2,10 +2,15 @@
 
 XBraid's relax.c, restrict.c and interp.c in one place: F- and C-relaxation, FAS
 restriction by injection, the coarse-grid correction, the sequential solve on the
-coarsest level, V- and F-cycles and nested iteration. A rank owns, on every level, the
-points whose fine index lies in its slab, and keeps one ghost row (the point just before
-them) that its neighbour refreshes; every send and receive of a cycle is here, in the
-order the :class:`~torchpint.core.schedule.ReceiveSchedule` learns.
+coarsest level, V- and F-cycles and nested iteration. A problem whose levels hold states
+of different shapes (spatial coarsening: :meth:`~torchpint.core.Problem.restrict` and
+:meth:`~torchpint.core.Problem.interpolate`) has its C-values restricted on the way
+down, its residuals restricted into the FAS right-hand side and its corrections
+interpolated on the way up, as XBraid does with a spatial coarsen / refine pair. A rank
+owns, on every level, the points whose fine index lies in its slab, and keeps one ghost
+row (the point just before them) that its neighbour refreshes; every send and receive
+of a cycle is here, in the order the :class:`~torchpint.core.schedule.ReceiveSchedule`
+learns.
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from torchpint.core.grid import Grid, Partition
-from torchpint.core.problem import Problem, check_step_output, writes_in_place
+from torchpint.core.problem import (
+    Problem,
+    check_step_output,
+    has_transfers,
+    level_states,
+    writes_in_place,
+)
 from torchpint.core.schedule import TAG_F, TAG_SOLVE, TAG_V, ReceiveSchedule
 
 if TYPE_CHECKING:
@@ -30,7 +41,10 @@ class Cycle:
 
     Level ``l``'s buffers have one row per owned point plus row 0, the ghost (the point
     before the first owned one): row ``j`` is point ``first[l] + j - 1``. ``U`` holds the
-    iterate and ``G`` the FAS right-hand side (``None`` on level 0). ``phi_cache`` keeps
+    iterate and ``G`` the FAS right-hand side (``None`` on level 0); ``V`` the restricted
+    values ``v`` of the last restriction, kept for the correction only when the problem
+    has transfers (``None`` otherwise: ``v`` is then the fine C-values themselves, so the
+    correction overwrites them). ``phi_cache`` keeps
     ``Phi(u_{i-1})`` at the fine C-points from the last residual (valid until the fine
     iterate changes), which the next iteration's C-relaxation and restriction reuse.
     ``step_counts`` and ``step_time`` count the steps taken (per level) and the seconds
@@ -41,7 +55,8 @@ class Cycle:
         schedule: the receive schedule every receive goes through.
         ncf: CF sweeps per level after its first F-relaxation (0: F-relaxation only).
         monitor: told each level's values after its relaxation (divergence checks).
-        like: a state: the buffers get its shape, dtype and device.
+        like: a state of level 0: the buffers get its dtype and device, and its shape
+            on every level (carried down by the problem's transfers).
     """
 
     def __init__(
@@ -61,15 +76,19 @@ class Cycle:
         self.levels = L = grid.num_levels
         self.first, self.count = partition.first, partition.count
         self.prev, self.next = partition.prev, partition.next
-        shape, kw = tuple(like.shape), {"dtype": like.dtype, "device": like.device}
+        self.transfers = has_transfers(problem)
+        shapes = [tuple(s.shape) for s in level_states(problem, like, L)]
+        kw = {"dtype": like.dtype, "device": like.device}
 
         def buffer(l: int) -> torch.Tensor:
-            return torch.zeros((self.count[l] + 1, *shape), **kw)
+            return torch.zeros((self.count[l] + 1, *shapes[l]), **kw)
 
         self.U = [buffer(l) for l in range(L)]
         self.G: list[torch.Tensor | None] = [None] + [buffer(l) for l in range(1, L)]
+        self.V: list[torch.Tensor | None] = [None] + [
+            buffer(l) if self.transfers else None for l in range(1, L)]
         n_c = len(self.c_points(0))
-        self.phi_cache = torch.zeros((n_c, *shape), **kw) if L > 1 else None
+        self.phi_cache = torch.zeros((n_c, *shapes[0]), **kw) if L > 1 else None
         self.cache_valid = False
         self.final = False  # fine steps go through problem.final_step (the final sweep)
         self.in_place = writes_in_place(problem)  # steps written into the buffers
@@ -78,7 +97,8 @@ class Cycle:
 
     def reset(self, u0: torch.Tensor, keep_fine: bool = False) -> None:
         """Start a solve: the fine C-values zero (``keep_fine``: the fine iterate stays, a
-        warm start), ``u0`` at point 0, the step counts zero.
+        warm start), ``u0`` at point 0 (on a coarse level: carried there), the step counts
+        zero.
 
         Nothing else is read before it is written: the fine F-points by the first
         F-relaxation (or a one-level solve's sweep), the coarse levels by restriction,
@@ -91,9 +111,11 @@ class Cycle:
                 self.U[0].zero_()
             elif c:
                 self.U[0][self.rows(0, c)].zero_()
+        starts = level_states(self.problem, u0, self.levels) if self.count[0] and \
+            self.first[0] == 0 else []
         for l, U in enumerate(self.U):
             if self.count[l] and self.first[l] == 0:
-                U[1] = u0
+                U[1] = starts[l]
         self.cache_valid = False
         self.step_counts = [0] * self.levels
         self.step_time = 0.0
@@ -224,10 +246,12 @@ class Cycle:
     # -- coarse-grid correction ----------------------------------------------------------
     def restrict(self, l: int) -> None:
         """Inject u to level l + 1 (the coarse iterate starts there) and form the FAS
-        right-hand side: g_c = v_k - Phi_c(v_{k-1}) + (g + Phi(u_{i-1}) - u_i), where the
-        injected v_k is u_i, so g_c = g + Phi(u_{i-1}) - Phi_c(v_{k-1})."""
+        right-hand side: g_c = v_k - Phi_c(v_{k-1}) + R(g + Phi(u_{i-1}) - u_i). Without
+        transfers the injected v_k is u_i, so g_c = g + Phi(u_{i-1}) - Phi_c(v_{k-1});
+        with them (XBraid's restriction with a spatial coarsen), v_k = R(u_i) is kept in
+        ``V`` for the correction and the residual is restricted by the same R."""
         c, m = l + 1, self.grid.m[l]
-        U, G, Uc, Gc = self.U[l], self.G[l], self.U[c], self.G[c]
+        U, G, Uc, Gc, Vc = self.U[l], self.G[l], self.U[c], self.G[c], self.V[c]
         assert Gc is not None
         coarse = self.owned(c)
         self._inject(l)
@@ -235,6 +259,8 @@ class Cycle:
             self.comm.send(Uc[-1], self.next[c], TAG_V, f"a restricted state on level {c}")
         if coarse and self.prev[c] is not None:
             self.schedule.recv(Uc[0], self.prev[c], TAG_V, f"a restricted state on level {c}")
+        if Vc is not None:
+            Vc.copy_(Uc)
         for j, k in enumerate(coarse):
             if k == 0:
                 continue
@@ -243,16 +269,27 @@ class Cycle:
                 fine = self.phi_cache[j]  # type: ignore[index]
             else:
                 fine = self.phi(l, U[r - 1], i - 1)
-            torch.sub(fine, self.phi(c, Uc[rc - 1], k - 1), out=Gc[rc])
-            if G is not None:
-                Gc[rc] += G[r]
+            if Vc is None:
+                torch.sub(fine, self.phi(c, Uc[rc - 1], k - 1), out=Gc[rc])
+                if G is not None:
+                    Gc[rc] += G[r]
+                continue
+            residual = fine - U[r] if G is None else fine - U[r] + G[r]
+            torch.sub(Uc[rc], self.phi(c, Uc[rc - 1], k - 1), out=Gc[rc])
+            Gc[rc] += self.problem.restrict(residual, l)
 
     def _inject(self, l: int) -> None:
-        """Level ``l``'s owned C-values into level ``l + 1``'s iterate, in one copy (they
-        are ``m`` rows apart)."""
+        """Level ``l``'s owned C-values into level ``l + 1``'s iterate: in one copy (they
+        are ``m`` rows apart), or restricted one by one when the problem has transfers."""
         c, own = l + 1, self.owned(l + 1)
-        if own:
+        if not own:
+            return
+        if not self.transfers:
             self.U[c][self.rows(c, own)] = self.U[l][self._c_rows(l, own)]
+            return
+        m, Uc, U = self.grid.m[l], self.U[c], self.U[l]
+        for k in own:
+            Uc[self.row(c, k)] = self.problem.restrict(U[self.row(l, k * m)], l)
 
     def _c_rows(self, l: int, own: range) -> slice:
         """The rows of level ``l``'s C-points that are level ``l + 1``'s points ``own``."""
@@ -262,21 +299,42 @@ class Cycle:
     def inject(self, l: int) -> None:
         """XBraid's skip, on the way down of a solve's first iteration: level ``l + 1``
         starts from level ``l``'s C-values, with no FAS right-hand side and no steps."""
-        Gc = self.G[l + 1]
+        Gc, Vc = self.G[l + 1], self.V[l + 1]
         assert Gc is not None
         self._inject(l)
         Gc.zero_()
+        if Vc is not None:
+            Vc.copy_(self.U[l + 1])
 
     def correct(self, l: int) -> None:
-        """u_{mk} += u^{l+1}_k - v_k at the owned C-points of level ``l``: the coarse
-        values overwrite them, since the restricted v_k is u_{mk} (level ``l`` is not
-        touched between its restriction and its correction). A correction between
-        different spaces (spatial coarsening) would need v_k kept, and interpolation."""
+        """u_{mk} += P(u^{l+1}_k - v_k) at the owned C-points of level ``l``. Without
+        transfers the coarse values overwrite them, since the restricted v_k is u_{mk}
+        (level ``l`` is not touched between its restriction and its correction); with
+        them, P is the problem's interpolation and v_k the kept ``V``."""
         if l == 0:
             self.cache_valid = False
-        own = self.owned(l + 1)
-        if own:
+        own, Vc = self.owned(l + 1), self.V[l + 1]
+        if not own:
+            return
+        if Vc is None:
             self.U[l][self._c_rows(l, own)] = self.U[l + 1][self.rows(l + 1, own)]
+            return
+        m, U, Uc = self.grid.m[l], self.U[l], self.U[l + 1]
+        for k in own:
+            if k:  # (point 0 is the initial state on every level: no correction)
+                rc = self.row(l + 1, k)
+                U[self.row(l, k * m)] += self.problem.interpolate(Uc[rc] - Vc[rc], l)
+
+    def prolong(self, l: int) -> None:
+        """Level ``l + 1``'s values become level ``l``'s C-values (nested iteration): copied,
+        or interpolated when the problem has transfers."""
+        if not self.transfers:
+            self.correct(l)
+            return
+        own, m, U, Uc = self.owned(l + 1), self.grid.m[l], self.U[l], self.U[l + 1]
+        for k in own:
+            if k:
+                U[self.row(l, k * m)] = self.problem.interpolate(Uc[self.row(l + 1, k)], l)
 
     def forward_solve(self, l: int) -> None:
         """Sequential time stepping on the coarsest level, pipelined over the ranks."""
@@ -330,6 +388,6 @@ class Cycle:
             G.zero_()  # type: ignore[union-attr]
         self.forward_solve(L - 1)
         for l in range(L - 2, -1, -1):
-            self.correct(l)  # the coarse values become level l's C-values
+            self.prolong(l)  # the coarse values become level l's C-values
             if l > 0:
                 self.cycle(l, "V", True)

@@ -35,7 +35,7 @@ import torch
 from torchpint.core.cycle import Cycle
 from torchpint.core.grid import Grid, Partition, is_integer, require_int
 from torchpint.core.history import MGRITResult
-from torchpint.core.problem import Problem, checked_step
+from torchpint.core.problem import Problem, checked_step, level_states
 from torchpint.core.residual import DivergenceMonitor, fine_residual, gather_residuals
 from torchpint.core.resume import Progress, SlabCheckpoint, solver_fingerprint
 from torchpint.core.schedule import ReceiveSchedule
@@ -223,12 +223,14 @@ class MGRIT:
     # -- validation ---------------------------------------------------------------------
     def _check_steps(self, u0: torch.Tensor) -> None:
         """Try one step per level on ``u0``: the first this rank takes (a rank may only be
-        able to take its own steps, e.g. with a slab of a network's layers)."""
+        able to take its own steps, e.g. with a slab of a network's layers), from ``u0``
+        carried to the level (its states may differ in shape: spatial coarsening)."""
+        states = level_states(self.problem, u0, self.grid.num_levels)
         for l in range(self.grid.num_levels):
             own = self.partition.owned(l)
             if not own or own.stop < 2:
                 continue
-            checked_step(self.problem, u0, max(own.start, 1) - 1, l)
+            checked_step(self.problem, states[l], max(own.start, 1) - 1, l)
 
     # -- checkpoints ----------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:

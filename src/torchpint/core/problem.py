@@ -2,7 +2,9 @@
 
 A problem is a sequence of propagators on a time grid: ``u_{i+1} = step(u_i, i, level)``.
 The state is one torch tensor (any shape, dtype or device). Levels may use different
-propagators (a coarse level stands in for several fine steps). The solvers call
+propagators (a coarse level stands in for several fine steps), and states of different
+shapes (spatial coarsening: a problem's :meth:`Problem.restrict` and
+:meth:`Problem.interpolate` map between a level and the next). The solvers call
 :meth:`Problem.bind` with the :class:`~torchpint.core.grid.Grid` before solving, so a
 problem can look up the times of any level with :meth:`t` and :meth:`dt`.
 """
@@ -83,6 +85,22 @@ class Problem(ABC):
         and save the solvers a copy per step (layer-parallel training does); it must
         write exactly what :meth:`step` returns (the solvers check this once per level)."""
         out.copy_(self.step(u, i, level))
+
+    def restrict(self, u: torch.Tensor, level: int) -> torch.Tensor:
+        """State ``u`` of ``level`` in level ``level + 1``'s space (spatial coarsening):
+        where the FAS cycle carries a state, or a residual, down to the next level. The
+        base is the identity (every level the same shape), and a problem that keeps it
+        is solved exactly as before this hook existed (the solvers then copy rows in one
+        operation and overwrite C-values in the correction). A problem that overrides it
+        overrides :meth:`interpolate` too; it must not modify ``u``, and must map states
+        of one shape to states of one shape."""
+        return u
+
+    def interpolate(self, e: torch.Tensor, level: int) -> torch.Tensor:
+        """Correction ``e`` of level ``level + 1`` in level ``level``'s space: the FAS
+        correction ``u += interpolate(u_c - restrict(u))`` at level ``level``'s C-points
+        (XBraid's spatial refine). The base is the identity; see :meth:`restrict`."""
+        return e
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this problem, as a JSON-able dict (checked when resuming).
@@ -234,6 +252,25 @@ def writes_in_place(problem: Problem) -> bool:
     return type(problem).step_into is not Problem.step_into
 
 
+def has_transfers(problem: Problem) -> bool:
+    """Whether ``problem`` overrides :meth:`Problem.restrict` or
+    :meth:`Problem.interpolate` (its levels may hold states of different shapes)."""
+    cls = type(problem)
+    return cls.restrict is not Problem.restrict or cls.interpolate is not Problem.interpolate
+
+
+def level_states(problem: Problem, u: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """``u`` (a state of level 0) carried to every one of ``levels`` levels by
+    :meth:`Problem.restrict`: what a level's initial state and buffers look like. The same
+    tensor on every level for a problem without transfers."""
+    if not has_transfers(problem):
+        return [u] * levels
+    out = [u]
+    for l in range(levels - 1):
+        out.append(problem.restrict(out[-1], l))
+    return out
+
+
 def checked_step(problem: Problem, u: torch.Tensor, i: int, level: int) -> torch.Tensor:
     """``problem.step(u, i, level)``, taken on a copy of ``u`` and checked: a tensor like
     ``u`` (else ``TypeError`` / ``ValueError``), ``u`` left unchanged (else ``ValueError``
@@ -251,13 +288,13 @@ def checked_step(problem: Problem, u: torch.Tensor, i: int, level: int) -> torch
 def serial_solve(problem: Problem, level: int = 0) -> torch.Tensor:
     """Sequential time stepping on ``level``: the exact solution of A(u) = g there.
 
-    Returns a tensor of shape ``(n + 1, *state.shape)``. Level > 0 needs a bound grid.
-    The first step is checked like the solvers check it (:func:`checked_step`: a step
-    that changes its input in place is refused); every step's output must be a state
-    like its input.
+    Returns a tensor of shape ``(n + 1, *state.shape)``. Level > 0 needs a bound grid,
+    and starts from the initial state carried there (:func:`level_states`). The first
+    step is checked like the solvers check it (:func:`checked_step`: a step that changes
+    its input in place is refused); every step's output must be a state like its input.
     """
     n = problem.nt if level == 0 else problem.grid.n_steps(level)
-    u0 = problem.initial_state()
+    u0 = level_states(problem, problem.initial_state(), level + 1)[level]
     out = torch.empty((n + 1, *u0.shape), dtype=u0.dtype, device=u0.device)
     out[0] = u0
     for i in range(n):

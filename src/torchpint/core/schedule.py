@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 TAG_F, TAG_V, TAG_SOLVE = 1, 2, 3
 """Message tags: F-relaxation boundaries, restricted states, the coarsest solve."""
 
-Receive = tuple[int, int, str]  # (source rank, tag, what the message is, for errors)
+Receive = tuple[int, int, str, tuple[int, ...]]
+"""(source rank, tag, what the message is, for errors, the state's shape): a problem's
+levels may hold states of different shapes (spatial coarsening)."""
 
 
 class ReceiveSchedule:
@@ -38,18 +40,20 @@ class ReceiveSchedule:
         self._kind = True
 
     def begin(self, first: bool, like: torch.Tensor) -> None:
-        """Post this iteration's receives (buffers like ``like``), in the order the last
-        iteration of its kind (``first``: the first of a solve) made them; record them
-        if not known."""
+        """Post this iteration's receives (buffers of ``like``'s dtype and device, each of
+        its receive's shape), in the order the last iteration of its kind (``first``: the
+        first of a solve) made them; record them if not known."""
         if self.comm.size == 1:
             return
         self._kind = first
         pattern = self._patterns.get(first)
         self._recording = None if pattern is not None else []
         self._posted = {}
-        for j, (src, tag, what) in enumerate(pattern or ()):
+        for j, (src, tag, what, shape) in enumerate(pattern or ()):
             if j == len(self._boxes):
-                self._boxes.append(torch.empty_like(like))
+                self._boxes.append(like.new_empty(shape))
+            elif tuple(self._boxes[j].shape) != shape:
+                self._boxes[j] = like.new_empty(shape)
             box = self._boxes[j]
             handle = self.comm.irecv(box, src, tag, what)
             self._posted.setdefault((src, tag), []).append((handle, box))
@@ -71,4 +75,4 @@ class ReceiveSchedule:
         else:
             self.comm.recv_into(buf, src, tag, what)
         if self._recording is not None:
-            self._recording.append((src, tag, what))
+            self._recording.append((src, tag, what, tuple(buf.shape)))

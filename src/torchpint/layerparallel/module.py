@@ -9,7 +9,8 @@ states); its final sweep takes the parameter gradients ``(dPhi_k / dtheta_k)^T
 lambda_{k+1}`` in the same autograd calls. Each solve starts as ``fwd_start`` and
 ``bwd_start`` say: by XBraid's skip, from the previous batch's solution (a warm start,
 kept in ``state_dict()`` so a resumed run goes on bit for bit) or cold. With one level,
-or enough iterations, the gradient is ordinary backprop's.
+or enough iterations, the gradient is ordinary backprop's. With ``spatial=`` the coarse
+levels run on coarsened states (:mod:`.spatial`).
 
 Distributed (``group=``), each rank holds a slab of the layers (:mod:`.layout`): rank 0
 also runs ``open``, the last rank ``close``, and the output is sent to every rank. On a
@@ -22,9 +23,8 @@ import copy
 import math
 import pickle
 import time
-import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -34,7 +34,6 @@ from torchpint.common.modules import flat_state, load_flat_state
 from torchpint.common.seeds import mix_seed
 from torchpint.core import MGRIT
 from torchpint.core.grid import Grid, require_int
-from torchpint.core.mgrit import relaxation_per_level
 from torchpint.layerparallel.functions import FromLast, Solve, told
 from torchpint.layerparallel.layout import Layout
 from torchpint.layerparallel.problems import (
@@ -46,23 +45,26 @@ from torchpint.layerparallel.problems import (
 )
 from torchpint.layerparallel.replicas import Replicas
 from torchpint.layerparallel.report import SolveReport
+from torchpint.layerparallel.settings import (
+    STARTS,
+    StepLayers,
+    check_solves,
+    relaxation,
+    renamed,
+    step_layers,
+)
+from torchpint.layerparallel.spatial import (
+    CoarsenedAdjoint,
+    CoarsenedForward,
+    SpatialLevels,
+    Spec,
+)
 from torchpint.runtime.comm import Comm, GroupComm
 from torchpint.trainer import RankAware
 
 _TAG_EDGE = 11
-STARTS = ("skip", "warm", "cold")
 _RANDOM = (nn.modules.dropout._DropoutNd, nn.RReLU)
-
-StepLayers = Sequence[nn.Module] | Callable[[int], nn.Module]
-
-
-def _renamed(old: str, old_value: int | None, new: str, value: int) -> int:
-    """``value``, or ``old_value`` given under a keyword's deprecated name."""
-    if old_value is None:
-        return value
-    warnings.warn(f"LayerParallel({old}=...) is deprecated; use {new}=...", DeprecationWarning,
-                  stacklevel=3)
-    return old_value
+__all__ = ["STARTS", "LayerParallel", "ResidualStep"]
 
 
 class LayerParallel(nn.Module, RankAware):
@@ -79,7 +81,8 @@ class LayerParallel(nn.Module, RankAware):
             ``cfactor ** (levels - 1)``, so the adjoint's reversed grid has the same
             C-points).
         relax: ``"F"``, ``"FCF"`` or one per level but the coarsest (default
-            TorchBraid's: F on the fine level, FCF on the coarse ones).
+            TorchBraid's: F on the fine level, FCF on the coarse ones; FCF on every level
+            whose next one is spatially coarsened, without which it cannot converge).
         fwd_iterations, bwd_iterations: MGRIT iterations per forward and backward pass
             (TorchBraid's defaults 2 and 1; ``fwd_iters``/``bwd_iters`` are their
             deprecated spellings).
@@ -101,6 +104,10 @@ class LayerParallel(nn.Module, RankAware):
         keyed_rng: draw each layer's random numbers (dropout masks) from a generator
             keyed by (batch, layer), so every MGRIT iteration sees the same masks;
             ``None``: when a step holds dropout.
+        spatial: spatial coarsening (:mod:`.spatial`): ``None`` (off), ``"nearest"`` or
+            ``"bilinear"`` (coarse levels on 2x average-pooled ``(B, C, H, W)`` states,
+            the corrections interpolated so), a :class:`~.spatial.Transfer`, or one of
+            these per coarsening (``None`` where a level keeps the previous one's state).
     """
 
     def __init__(
@@ -124,39 +131,16 @@ class LayerParallel(nn.Module, RankAware):
         keyed_rng: bool | None = None,
         fwd_iters: int | None = None,
         bwd_iters: int | None = None,
+        spatial: Spec | Sequence[Spec] = None,
     ) -> None:
         super().__init__()
-        fwd_iterations = _renamed("fwd_iters", fwd_iters, "fwd_iterations", fwd_iterations)
-        bwd_iterations = _renamed("bwd_iters", bwd_iters, "bwd_iterations", bwd_iterations)
-        make = None if isinstance(steps, (nn.Module, Sequence)) else steps
-        if make is not None and not callable(make):
-            raise TypeError(f"steps must be a list of modules or a function of k, got {steps!r}")
-        if make is None and num_steps is not None and num_steps != len(steps):
-            raise ValueError(f"num_steps={num_steps} but {len(steps)} step layers were given")
-        if make is not None and num_steps is None:
-            raise ValueError("steps given as a function need num_steps=N")
-        n = int(num_steps) if make is not None else len(steps)
-        if n < 1:
-            raise ValueError("LayerParallel needs at least one step layer")
-        if not (isinstance(T, (int, float)) and math.isfinite(T) and T > 0):
-            raise ValueError(f"T must be a finite number > 0, got {T!r}")
-        for name, k, least in (("fwd_iterations", fwd_iterations, 1),
-                               ("bwd_iterations", bwd_iterations, 1),
-                               ("levels", levels, 1), ("cfactor", cfactor, 2)):
-            require_int(name, k, least)
-        if n % cfactor ** (levels - 1):
-            raise ValueError(
-                f"{n} steps cannot make {levels} levels with cfactor {cfactor}: N must be "
-                f"divisible by cfactor^(levels-1) = {cfactor ** (levels - 1)}. Use "
-                f"{n - n % cfactor ** (levels - 1) or cfactor ** (levels - 1)} steps, fewer "
-                "levels or a smaller cfactor."
-            )
-        for name, start in (("fwd_start", fwd_start), ("bwd_start", bwd_start)):
-            if start not in STARTS:
-                raise ValueError(f"{name} must be one of {STARTS}, got {start!r}")
-        if relax is None:
-            relax = ("F", *["FCF"] * (levels - 2))[: levels - 1]
-        per_level = relaxation_per_level(relax, levels)  # a bad name fails now, not later
+        fwd_iterations = renamed("fwd_iters", fwd_iters, "fwd_iterations", fwd_iterations)
+        bwd_iterations = renamed("bwd_iters", bwd_iters, "bwd_iterations", bwd_iterations)
+        n, make = step_layers(steps, num_steps)
+        check_solves(n, T, levels, cfactor, fwd_iterations, bwd_iterations, fwd_start,
+                     bwd_start)
+        self.spatial: SpatialLevels | None = SpatialLevels.of(spatial, levels)
+        self.relax = relaxation(relax, levels, self.spatial)
         grid = Grid(n, cfactor, levels)
         spacing = tuple(math.prod(grid.m[:l]) for l in range(grid.num_levels))
         group, timeout, self.replicas = Replicas.of(group, timeout, replica_bn)
@@ -174,7 +158,6 @@ class LayerParallel(nn.Module, RankAware):
         self._edges = {k: copy.deepcopy(get(k)) if make is None else get(k)
                        for r, k in self.layout.edges() if r == rank}
         self.num_steps, self.T, self.levels, self.cfactor = n, float(T), int(levels), int(cfactor)
-        self.relax = relax if isinstance(relax, str) else tuple(per_level)
         self.fwd_iterations, self.bwd_iterations = int(fwd_iterations), int(bwd_iterations)
         self.fwd_start, self.bwd_start = fwd_start, bwd_start
         self._built = (self.fwd_iterations, self.bwd_iterations, self.levels)  # for retune
@@ -352,7 +335,9 @@ class LayerParallel(nn.Module, RankAware):
             warm = self.fwd_start == "warm"
         else:
             layers = {**self._edges, **dict(zip(self.layers, self.steps, strict=True))}
-            problem = ForwardProblem(layers, self.num_steps, self.T, u0)
+            args = (layers, self.num_steps, self.T, u0)
+            problem = ForwardProblem(*args) if self.spatial is None else \
+                CoarsenedForward(self.spatial, *args)
             solver = self._solver(self.fwd_iterations, problem, self.comm,
                                   self.layout.forward_slabs(), self.fwd_start)
             self._fwd = (problem, solver)
@@ -384,7 +369,8 @@ class LayerParallel(nn.Module, RankAware):
             adjoint.prepare(graphs, g)
             warm = self.bwd_start == "warm"
         else:
-            adjoint = AdjointProblem(graphs, g)
+            adjoint = AdjointProblem(graphs, g) if self.spatial is None else \
+                CoarsenedAdjoint(self.spatial, graphs, g)
             solver = self._solver(self.bwd_iterations, adjoint, self._rcomm,
                                   self.layout.adjoint_slabs(), self.bwd_start)
             self._adj = (adjoint, solver)

@@ -8,7 +8,8 @@ the fine weights), as TorchBraid does.
 Adjoint: ``lambda_i = J_i^T lambda_{i+1}`` backward in time, written forward in a
 reversed index (``mu_r = lambda_{N - r}``) so the same solver runs it. Its coarse steps are
 the transposes (vector-Jacobian products) of the coarse forward steps, linearised at the
-fine forward states.
+fine forward states (restricted to the level's state with spatial coarsening: the
+problems of :mod:`.spatial`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import nn
 from torchpint.common.seeds import mix_seed
 from torchpint.common.syncbn import SyncBatchNorm
 from torchpint.core.grid import Grid
-from torchpint.core.problem import Problem
+from torchpint.core.problem import Problem, has_transfers, level_states
 from torchpint.runtime.comm import Comm
 
 
@@ -235,10 +236,13 @@ class StepGraphs:
     any level, ``x + h F_k(x)``, has the vector-Jacobian product ``v + h J^T v`` (``J``:
     ``F_k``'s Jacobian), so every level's adjoint step uses that one graph. A layer that
     takes the step size records the whole step once per level (:meth:`record`, at the
-    forward states :attr:`states`)."""
+    forward states :attr:`states`). With spatial coarsening a coarse level's steps run on
+    a coarsened state: each coarse level records its own graphs, at the forward states
+    restricted to it."""
 
     def __init__(self, forward: ForwardProblem, layers: range, grad: bool = True) -> None:
         self.forward, self.first, self.last, self.grad = forward, layers.start, layers[-1], grad
+        self.coarsened = has_transfers(forward)
         self.seed = forward.seed  # this batch's masks (the problem's moves on with a batch)
         self.states: list[torch.Tensor] = []  # detached, set after the forward solve
         self.output: torch.Tensor | None = None  # the last layer's, detached
@@ -248,8 +252,9 @@ class StepGraphs:
 
     def _key(self, k: int, level: int) -> tuple[int, int]:
         """Where layer ``k``'s graph for ``level`` is kept: one per level only for a layer
-        that takes the step size."""
-        return (k, level) if self.forward.takes_h(k) else (k, 0)
+        that takes the step size, or for a coarse level of coarsened states."""
+        per_level = self.forward.takes_h(k) or (self.coarsened and level > 0)
+        return (k, level) if per_level else (k, 0)
 
     def sweep(self, k: int, u: torch.Tensor, h: float, into: torch.Tensor | None = None
               ) -> torch.Tensor:
@@ -277,14 +282,19 @@ class StepGraphs:
 
     def record(self, k: int, level: int, h: float) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x_k leaf, layer k's output there)`` (:meth:`ForwardProblem.branch`, with
-        level ``level``'s step ``h`` for a layer that takes it), recorded once."""
+        level ``level``'s step ``h`` for a layer that takes it), recorded once; ``x_k``
+        restricted to ``level`` with spatial coarsening."""
         key = self._key(k, level)
         if key not in self._graphs:
             forward, seed = self.forward, self.forward.seed
             forward.seed = self.seed
+            x = self.states[k - self.first].detach()
+            if key[1] and self.coarsened:
+                with torch.no_grad():
+                    x = level_states(forward, x, key[1] + 1)[key[1]]
             try:
                 with torch.enable_grad():
-                    x = self.states[k - self.first].detach().requires_grad_(True)
+                    x = x.requires_grad_(True)
                     self._graphs[key] = (x, forward.branch(k, x, h))
             finally:
                 forward.seed = seed

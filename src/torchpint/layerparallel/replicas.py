@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from torchpint.common.modules import flat_state, load_flat_state
-from torchpint.common.process_grid import ProcessGrid
+from torchpint.common.process_grid import ProcessGrid, average_by_rows
 from torchpint.common.seeds import mix_seed
 from torchpint.common.syncbn import convert_sync_batchnorm
 from torchpint.runtime.comm import GroupComm
@@ -99,28 +99,9 @@ class Replicas:
 
         def average() -> None:
             self._queued = False
-            self.average([p for p in net.parameters() if p.grad is not None], rows)
+            average_by_rows(self.data, net.parameters(), rows)
 
         torch.autograd.Variable._execution_engine.queue_callback(average)
-
-    @torch.no_grad()
-    def average(self, params: list[nn.Parameter], rows: int) -> None:
-        """Every gradient := ``sum_d rows_d grad_d / sum_d rows_d`` over the replicas: one
-        all-reduce per dtype and device, the rows riding along. Every replica holds the
-        same parameters with gradients (the same slab, the same graph)."""
-        by_kind: dict[tuple[torch.dtype, torch.device], list[nn.Parameter]] = {}
-        for p in params:
-            assert p.grad is not None
-            by_kind.setdefault((p.grad.dtype, p.grad.device), []).append(p)
-        for (dtype, device), ps in by_kind.items():
-            n = torch.tensor([float(rows)], dtype=dtype, device=device)
-            buf = torch.cat([*(p.grad.reshape(-1) * rows for p in ps), n])
-            self.data.all_reduce_(buf, "sum", "the replicas' gradients")
-            buf = buf[:-1] / buf[-1]
-            off = 0
-            for p in ps:
-                p.grad.copy_(buf[off : off + p.numel()].view_as(p.grad))
-                off += p.numel()
 
     @torch.no_grad()
     def synchronize(self, net: nn.Module) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from torchpint.common.process_grid import average_by_rows
 from torchpint.parareal.executors._autograd import (
     chunk_backward,
     chunk_forward,
@@ -150,24 +151,10 @@ class DistributedExecutor(Executor):
         torch.autograd.Variable._execution_engine.queue_callback(average)
 
     def _average_gradients(self, stages: Stages, rows: int) -> None:
-        """Every trained parameter's gradient := sum_d rows_d grad_d / sum_d rows_d over
-        the replicas (one all-reduce per dtype and device; the rows ride along)."""
+        """Every trained parameter's gradient := the replicas' row-weighted mean."""
         assert self._replicas is not None
         params = unique_trainable([stages.pre, *stages.coarse, stages.post, stages.fine[self.rank]])
-        by_kind: dict[tuple, list[torch.Tensor]] = {}
-        for p in params:
-            if p.grad is not None:
-                by_kind.setdefault((p.grad.dtype, p.grad.device), []).append(p)
-        with torch.no_grad():
-            for (dtype, device), ps in by_kind.items():
-                n = torch.tensor([float(rows)], dtype=dtype, device=device)
-                buf = torch.cat([*(p.grad.reshape(-1) * rows for p in ps), n])
-                self._replicas.all_reduce_(buf, "sum", "the replicas' gradients")
-                buf = buf[:-1] / buf[-1]
-                off = 0
-                for p in ps:
-                    p.grad.copy_(buf[off : off + p.numel()].view_as(p.grad))
-                    off += p.numel()
+        average_by_rows(self._replicas, params, rows)
 
     def synchronize(self, stages: Stages, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Each fine chunk's parameters and buffers from the rank that trains it, P, C and Q
