@@ -2,13 +2,13 @@
 to plateau (issue 28, item 3).
 
 For every seed, ``torchpint train-layer-parallel`` trains the issue-26 network
-(``conv_resnet``, N = 32 steps of 4 channels, digits at 16x16, batch 50) four ways from
+(``conv_resnet``, N = 32 steps of 4 channels, digits at 16x16, batch 50) several ways from
 the same initial weights on the same batches:
 
 - ``fixed``: 2 forward / 1 adjoint MGRIT iterations, 3 levels, cfactor 4 (the defaults);
-- ``adaptive``: the same start, with ``--adaptive`` (a probe of the gradient error every
-  ``--adaptive-every`` batches; iterations doubled, then exact solves, when it stays above
-  ``--adaptive-threshold``);
+- ``adaptive@RHO``: the same start, with ``--adaptive`` (a probe of the gradient error
+  every ``--every`` batches; iterations doubled, then exact solves, when it stays above
+  RHO), for each of ``--thresholds``;
 - ``exact``: ``--levels 1``, layer-parallel's exact solves (backprop's gradient through the
   solver);
 - ``serial``: ordinary backprop (the fixed run's ``--serial-baseline``).
@@ -37,20 +37,21 @@ from common import RESULTS, mean_std, write_json  # this directory is on sys.pat
 
 NETWORK = ["--dataset", "digits", "--image-size", "16", "--layers", "32", "--channels", "4",
            "--batch-size", "50"]
-VARIANTS: dict[str, list[str]] = {
-    "fixed": ["--serial-baseline"],
-    "adaptive": ["--adaptive"],
-    "exact": ["--levels", "1"],
-}
+
+
+def variants(args: argparse.Namespace) -> dict[str, list[str]]:
+    """Each variant's options: fixed (with the serial baseline), adaptive at each
+    threshold, exact."""
+    return {"fixed": ["--serial-baseline"],
+            **{f"adaptive@{t:g}": ["--adaptive", "--adaptive-every", str(args.every),
+                                   "--adaptive-threshold", str(t)] for t in args.thresholds},
+            "exact": ["--levels", "1"]}
 
 
 def run_one(variant: str, seed: int, args: argparse.Namespace, folder: str) -> dict[str, Any]:
     """One run of the command line; its JSON."""
     out = os.path.join(folder, f"{variant}-{seed}.json")
-    extra = list(VARIANTS[variant])
-    if variant == "adaptive":
-        extra += ["--adaptive-every", str(args.every), "--adaptive-threshold",
-                  str(args.threshold)]
+    extra = variants(args)[variant]
     cmd = [sys.executable, "-m", "torchpint", "train-layer-parallel", *NETWORK, "--epochs",
            str(args.epochs), "--lr", str(args.lr), "--seed", str(seed), "--no-progress",
            "--json", out, *extra]
@@ -87,43 +88,46 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--every", type=int, default=20, help="batches between probes")
-    p.add_argument("--threshold", type=float, default=0.5, help="relative gradient error")
+    p.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.02],
+                   help="relative gradient errors of the adaptive variants (default: the "
+                   "CLI's 0.5, and 0.02, near the errors these runs start from)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--json", default=None, metavar="PATH")
     p.add_argument("--plot", default=str(RESULTS / "adaptive_layer_parallel.png"))
     args = p.parse_args()
     t0 = time.perf_counter()
-    jobs = [(v, s) for s in args.seeds for v in VARIANTS]
+    jobs = [(v, s) for s in args.seeds for v in variants(args)]
     with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(lambda job: run_one(*job, args, folder), jobs))
-    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in (*VARIANTS, "serial")}
-    probes: list[list[dict[str, Any]]] = []
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in (*variants(args), "serial")}
+    probes: dict[str, list[list[dict[str, Any]]]] = {}
     for (variant, _), r in zip(jobs, done, strict=True):
         runs[variant].append(_record(r["layer_parallel"]))
         if variant == "fixed":
             runs["serial"].append(_record(r["serial"]))
-        if variant == "adaptive":
-            probes.append(r["layer_parallel"]["adaptive"])
+        if variant.startswith("adaptive"):
+            probes.setdefault(variant, []).append(r["layer_parallel"]["adaptive"])
     table = {v: {k: _stats([x[k] for x in rs]) for k in ("test_accuracy", "test_loss",
                                                          "train_s", "step_time_s")}
              for v, rs in runs.items()}
     print(f"\n{args.epochs} epochs, seeds {args.seeds}; mean +- sd over seeds "
           f"({args.jobs} runs side by side, one thread each)")
-    print(f"{'variant':10} {'test acc %':>16} {'test loss':>18} {'train s':>14} "
+    print(f"{'variant':14} {'test acc %':>16} {'test loss':>18} {'train s':>14} "
           f"{'step ms':>14}")
     for v, t in table.items():
         a, lo, s, st = (t[k] for k in ("test_accuracy", "test_loss", "train_s", "step_time_s"))
-        print(f"{v:10} {a['mean']:8.2f} +- {a['sd']:4.2f} {lo['mean']:9.4f} +- {lo['sd']:.4f} "
+        print(f"{v:14} {a['mean']:8.2f} +- {a['sd']:4.2f} {lo['mean']:9.4f} +- {lo['sd']:.4f} "
               f"{s['mean']:7.1f} +- {s['sd']:4.1f} {1e3 * st['mean']:7.1f} +- "
               f"{1e3 * st['sd']:4.1f}")
-    for seed, ps in zip(args.seeds, probes, strict=True):
-        raised = [f"step {h['step']} -> {h['raised_to']}" for h in ps if h["raised_to"]]
-        errs = [round(h["grad_rel_err"], 3) for h in ps]
-        print(f"adaptive seed {seed}: probes' gradient errors {errs}; raised: "
-              f"{', '.join(raised) or 'never'}")
+    for variant, per_seed in probes.items():
+        for seed, ps in zip(args.seeds, per_seed, strict=True):
+            raised = [f"batch {h['step']} -> {h['raised_to']}" for h in ps if h["raised_to"]]
+            errs = [h["grad_rel_err"] for h in ps]
+            print(f"{variant} seed {seed}: {len(ps)} probes, gradient error "
+                  f"{min(errs):.1e}..{max(errs):.1e}; raised: {', '.join(raised) or 'never'}")
     _plot(runs, args.plot)
     write_json(args.json, {"epochs": args.epochs, "seeds": args.seeds, "lr": args.lr,
-                           "every": args.every, "threshold": args.threshold,
+                           "every": args.every, "thresholds": args.thresholds,
                            "jobs": args.jobs, "network": NETWORK, "table": table,
                            "runs": runs, "probes": probes,
                            "wall_s": time.perf_counter() - t0})

@@ -15,6 +15,11 @@ Cells (``--list`` prints them):
   cfactor 4) where N allows it, else 2 levels (N = 8); SGD at lr 0.1, cosine schedule
   (in a 56-step serial check at N = 8 the CLI's default 0.05 reached 2.59 nats/char, 0.2
   2.37, 0.5 2.71, and 1.0 diverged).
+- ``gpt-adaptive-N<blocks>-e<epochs>-s0``: the same layer-parallel run with
+  ``--adaptive`` (a probe of the gradient's error against serial backprop every 20 steps;
+  the iterations raised, up to exact, when it stays above 0.5), at 16 blocks: where, if
+  anywhere, the inexact gradient starts to bias training late in the run, beside the
+  fixed-iteration and serial runs of the same seed.
 - ``steptime-gpt-N<blocks>-P<procs>``: the median training step of the layer-parallel GPT
   on 1 process (with the serial baseline's beside it) and on 2 (torchrun, a slab of blocks
   per rank), over 40 steps on a shorter text. They run one at a time after the others;
@@ -88,6 +93,9 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         for s in args.seeds:
             cells.append({"id": f"gpt-N{n}-e{args.epochs}-s{s}{q}", "study": "accuracy",
                           "blocks": n, "epochs": args.epochs, "seed": s})
+    for n in args.adaptive_blocks:
+        cells.append({"id": f"gpt-adaptive-N{n}-e{args.epochs}-s0{q}", "study": "adaptive",
+                      "blocks": n, "epochs": args.epochs, "seed": 0})
     for n in args.steptime_blocks:
         for p in args.procs:
             cells.append({"id": f"steptime-gpt-N{n}-P{p}{q}", "study": "steptime",
@@ -118,10 +126,13 @@ def estimate_s(cell: dict[str, Any], args: argparse.Namespace) -> float:
     s = sizes(args)
     scale = s["width"] ** 2 * s["seq_len"] * s["batch_size"] / (64 ** 2 * 64 * 50)
     per_step = cell["blocks"] * scale
-    if cell["study"] == "accuracy":
+    if cell["study"] in ("accuracy", "adaptive"):
         steps = steps_per_epoch(s["corpus_chars"], s) * cell["epochs"]
         both = STEP_S_PER_BLOCK["layer_parallel"] + STEP_S_PER_BLOCK["serial"]
-        return STARTUP_S + 1.1 * steps * per_step * both
+        # an adaptive cell: no serial baseline, a serial probe every 20 steps
+        per = both if cell["study"] == "accuracy" else \
+            STEP_S_PER_BLOCK["layer_parallel"] + STEP_S_PER_BLOCK["serial"] / 20
+        return STARTUP_S + 1.1 * steps * per_step * per
     lp = STEP_S_PER_BLOCK["layer_parallel"] / cell["procs"]
     serial = STEP_S_PER_BLOCK["serial"] if cell["procs"] == 1 else 0.0
     return STARTUP_S + 1.1 * STEPTIME_STEPS * per_step * (lp + serial)
@@ -152,7 +163,7 @@ def command(cell: dict[str, Any], args: argparse.Namespace, json_path: str) -> l
     (under torchrun for a step-time cell on several processes)."""
     s = sizes(args)
     levels, cfactor = hierarchy(cell["blocks"])
-    chars = s["corpus_chars"] if cell["study"] == "accuracy" else steptime_chars(s)
+    chars = s["corpus_chars"] if cell["study"] != "steptime" else steptime_chars(s)
     opts = ["train-layer-parallel", "--model", "gpt", "--layers", str(cell["blocks"]),
             "--levels", str(levels), "--cfactor", str(cfactor), "--seq-len",
             str(s["seq_len"]), "--width", str(s["width"]), "--heads", str(s["heads"]),
@@ -162,7 +173,9 @@ def command(cell: dict[str, Any], args: argparse.Namespace, json_path: str) -> l
     if args.corpus:
         opts += ["--corpus", str(args.corpus)]
     procs = cell.get("procs", 1)
-    if cell["study"] == "accuracy" or procs == 1:
+    if cell["study"] == "adaptive":
+        opts.append("--adaptive")
+    elif cell["study"] == "accuracy" or procs == 1:
         opts.append("--serial-baseline")
     if procs == 1:
         return [sys.executable, "-m", "torchpint", *opts]
@@ -261,7 +274,24 @@ def summarize(out: Path) -> dict[str, Any]:
             "vs_serial": serial / t if serial else None,
             "load_average": r.get("load_average"),
         })
+    adaptive = []
+    for r in records:
+        if r.get("study") != "adaptive":
+            continue
+        lp = r["layer_parallel"]
+        fixed = groups.get((r["blocks"], r["epochs"], r.get("quick", False)), [])
+        same = [x for x in fixed if x["seed"] == r["seed"]]
+        adaptive.append({
+            "blocks": r["blocks"], "epochs": r["epochs"], "seed": r["seed"],
+            "quick": r.get("quick", False), "test_loss": lp["test_loss"],
+            "fixed_test_loss": same[0]["layer_parallel"]["test_loss"] if same else None,
+            "serial_test_loss": same[0]["serial"]["test_loss"] if same else None,
+            "probes": [[p["step"], p["grad_rel_err"]] for p in lp["adaptive"]],
+            "raised": [[p["step"], p["raised_to"]] for p in lp["adaptive"] if p["raised_to"]],
+            "solves_at_end": lp["solves_at_end"],
+        })
     return {"folder": str(out), "cells": len(records), "loss": loss, "steptime": steptime,
+            "adaptive": adaptive,
             "unit": "test loss in nats per character"}
 
 
@@ -280,6 +310,16 @@ def print_summary(s: dict[str, Any]) -> None:
               f"{', '.join(f'{x:+.4f}' for x in d['values'])} (seeds {r['seeds']}){tag}")
     if not s["loss"]:
         print("  (no loss cells yet)")
+    print("\nadaptive iterations (--adaptive: a probe every 20 steps, threshold 0.5)")
+    for r in s["adaptive"]:
+        errs = [e for _, e in r["probes"]]
+        ref = "" if r["fixed_test_loss"] is None else \
+            f"; fixed {r['fixed_test_loss']:.4f}, serial {r['serial_test_loss']:.4f}"
+        print(f"  N={r['blocks']} seed {r['seed']}: test loss {r['test_loss']:.4f}{ref}; "
+              f"gradient error {min(errs):.1e}..{max(errs):.1e} over {len(errs)} probes; "
+              f"raised {r['raised'] or 'never'}{' (quick)' if r['quick'] else ''}")
+    if not s["adaptive"]:
+        print("  (no adaptive cells yet)")
     print("\nlayer-parallel training step (median), 1 vs 2 processes")
     for r in s["steptime"]:
         tag = " (quick)" if r["quick"] else ""
@@ -306,6 +346,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="loss cells side by side (default 1; step-time cells run alone)")
     p.add_argument("--blocks", type=int, nargs="+", default=list(BLOCKS))
     p.add_argument("--steptime-blocks", type=int, nargs="+", default=list(BLOCKS))
+    p.add_argument("--adaptive-blocks", type=int, nargs="*", default=[16],
+                   help="blocks of the adaptive-iterations cells (seed 0; default 16)")
     p.add_argument("--procs", type=int, nargs="+", default=list(PROCS))
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     p.add_argument("--epochs", type=int, default=EPOCHS,
@@ -337,7 +379,7 @@ def run_plan(args: argparse.Namespace, out: Path) -> int:
         done = c not in todo
         cores += 0 if done else est * c.get("procs", 1)
         print(f"  {c['id']:34} {'done' if done else f'~{est / 60:6.1f} min'}")
-    par = [c for c in todo if c["study"] == "accuracy"]
+    par = [c for c in todo if c["study"] != "steptime"]
     seq = [c for c in todo if c["study"] == "steptime"]
     wall = sum(estimate_s(c, args) for c in par) / max(1, args.jobs) + sum(
         estimate_s(c, args) for c in seq)
@@ -360,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None
     if args.quick:
         args.blocks, args.seeds, args.steptime_blocks = list(QUICK_BLOCKS), [0], [8]
+        args.adaptive_blocks = [8]
         if args.out is None:
             tmp = tempfile.TemporaryDirectory(prefix="gpt-quick-")
             args.out = tmp.name
