@@ -121,3 +121,10 @@ def test_distributed_solves_with_transfers_equal_the_serial_ones():
         assert sum((r[j][1] for r in ranks), []) == list(range(65))
         assert torch.equal(torch.cat([r[j][0] for r in ranks]), ref.u)
         assert ranks[0][j][2] == pytest.approx(ref.residuals, rel=1e-12, abs=1e-15)
+
+
+def test_check_problem_steps_each_level_at_its_own_shape():
+    from torchpint.testing import check_problem
+
+    report = check_problem(CoarsenedHeat(nt=16, levels=2), cfactor=4)
+    assert "F-relaxation does not terminate" in report.skipped["two_level"]

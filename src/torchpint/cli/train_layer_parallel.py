@@ -217,7 +217,8 @@ def _train(args: argparse.Namespace, built: Built, device: torch.device) -> int:
                  **({"data_parallel": args.data_parallel, "replica_bn": args.replica_bn}
                     if args.data_parallel > 1 else {}),
                  **({"adaptive": [args.adaptive_every, args.adaptive_threshold]}
-                    if args.adaptive else {})}
+                    if args.adaptive else {}),
+                 **({"spatial": args.spatial_coarsening} if args.spatial_coarsening else {})}
     ckpts = {label: os.path.join(args.checkpoint_dir, f"{label}.pt") if args.checkpoint_dir
              else None for label in ("layer_parallel", "serial")}
     x, y = next(iter(data.train))
