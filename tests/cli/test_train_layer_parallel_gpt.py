@@ -54,8 +54,6 @@ def test_options_of_the_other_model_are_refused(capsys):
     assert "--seq-len applies to --model gpt" in capsys.readouterr().err
     assert main([*TINY, "--heads", "3"]) == 2
     assert "multiple of --heads" in capsys.readouterr().err
-    assert main([*TINY, "--data-parallel", "2"]) == 2
-    assert "not supported with --model gpt" in capsys.readouterr().err
 
 
 def _two_ranks(rank, world, args):
@@ -66,15 +64,18 @@ def _two_ranks(rank, world, args):
         return main(args)
 
 
-def test_two_ranks_train_as_one_process(tmp_path):
-    """Two Gloo ranks (as torchrun gives) hold two blocks each and train as one process."""
+@pytest.mark.parametrize("grid, slabs", [([], [[0, 2], [2, 4]]),
+                                         (["--data-parallel", "2"], [[0, 4]])])
+def test_two_ranks_train_as_one_process(grid, slabs, tmp_path):
+    """Two Gloo ranks (as torchrun gives) train as one process: each holding two blocks,
+    or as two data-parallel replicas of all four, each on half of every batch."""
     from torchpint.testing import spawn_gloo
 
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     assert main([*TINY, "--json", str(one)]) == 0
-    assert spawn_gloo(_two_ranks, 2, [*TINY, "--json", str(two)]) == [0, 0]
+    assert spawn_gloo(_two_ranks, 2, [*TINY, *grid, "--json", str(two)]) == [0, 0]
     a, b = (json.loads(p.read_text()) for p in (one, two))
-    assert b["config"]["world"] == 2 and b["config"]["layer_slabs"] == [[0, 2], [2, 4]]
+    assert b["config"]["world"] == 2 and b["config"]["layer_slabs"] == slabs
     ha, hb = a["layer_parallel"]["history"][-1], b["layer_parallel"]["history"][-1]
     assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-5)
     assert hb["test_loss"] == pytest.approx(ha["test_loss"], rel=1e-5)

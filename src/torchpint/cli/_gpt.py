@@ -54,9 +54,6 @@ def check_options(args: argparse.Namespace) -> None:
         if given:
             raise ValueError(f"{', '.join(given)} applies to --model conv_resnet; --model gpt "
                              "trains on --corpus (default: the standard library's sources)")
-        if getattr(args, "data_parallel", 1) > 1:
-            raise ValueError("--data-parallel is not supported with --model gpt yet: its "
-                             "ranks hold slabs of blocks only")
     else:
         given = [flag for flag, on in (
             ("--corpus", args.corpus), ("--corpus-chars", args.corpus_chars != DEFAULT_CHARS),
