@@ -37,7 +37,6 @@ JSON): give another ``--out`` when changing them.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import gzip
 import json
 import os
@@ -46,16 +45,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import (  # benchmarks/ on sys.path
+from cells import cell_path, run_cells, select, stats, write_atomic  # benchmarks/ on sys.path
+from common import (
     RESULTS,
     fit_record,
     log,
     machine_info,
-    mean_std,
     write_json,
 )
 
@@ -121,10 +119,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         for n in args.chunks:
             cells.append({"id": f"steptime-{model}-N{n}{q}", "study": "steptime",
                           "model": model, "chunks": n, "seed": 0})
-    if args.cells:
-        pats = [p if any(c in p for c in "*?[") else f"*{p}*" for p in args.cells]
-        cells = [c for c in cells if any(fnmatch.fnmatch(c["id"], p) for p in pats)]
-    return cells
+    return select(cells, args.cells)
 
 
 def estimate_s(cell: dict[str, Any], fraction: float) -> float:
@@ -134,23 +129,6 @@ def estimate_s(cell: dict[str, Any], fraction: float) -> float:
     key = (cell["settings"], 0) if cell["study"] == "layer-parallel" else (
         cell["model"], cell["chunks"])
     return EPOCH_S[key] * cell["epochs"] * fraction
-
-
-def cell_path(out: Path, cell_id: str) -> Path:
-    return out / f"{cell_id}.json"
-
-
-def write_atomic(path: Path, data: dict[str, Any]) -> None:
-    """``data`` as JSON at ``path``: written to a temporary name beside it, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def tiny_fashion(folder: Path, num_train: int, num_test: int) -> Path:
@@ -345,11 +323,6 @@ def spawn(cell: dict[str, Any], args: argparse.Namespace, out: Path) -> tuple[st
 # ----------------------------------------------------------------------------- summary
 
 
-def _stats(xs: list[float]) -> dict[str, Any]:
-    mean, sd = mean_std(xs)
-    return {"mean": mean, "sd": sd, "n": len(xs), "values": xs}
-
-
 def summarize(out: Path) -> dict[str, Any]:
     """Every cell JSON in ``out`` grouped over seeds: mean +- sd, per-seed differences."""
     records = []
@@ -378,12 +351,12 @@ def summarize(out: Path) -> dict[str, Any]:
         xa = [r[a]["test_accuracy"] for r in rs]
         xb = [r[b]["test_accuracy"] for r in rs]
         diffs = [p - q for p, q in zip(xa, xb, strict=True)]
-        d = _stats(diffs)
+        d = stats(diffs)
         accuracy.append({
             "study": study, "model": model,
             "setting": f"N={setting}" if study == "parareal" else setting,
             "epochs": epochs, "quick": quick, "seeds": [r["seed"] for r in rs],
-            "method": _stats(xa), "baseline": _stats(xb), "difference": d,
+            "method": stats(xa), "baseline": stats(xb), "difference": d,
             "method_name": a, "baseline_name": b,
             "within_tolerance": abs(d["mean"]) <= TOLERANCE,
         })
@@ -505,38 +478,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_plan(args: argparse.Namespace, out: Path) -> int:
-    """Print the plan, then run the cells without JSON: accuracy cells ``--jobs`` at a time,
-    then the step-time cells one at a time."""
-    cells = plan(args)
+    """The plan and its cost, then the cells without JSON: accuracy cells ``--jobs`` at a
+    time, then the step-time cells one at a time."""
     fraction = 384 / 60000 if args.quick else 1.0
-    todo = [c for c in cells if not cell_path(out, c["id"]).exists()]
-    print(f"plan: {len(cells)} cells, {len(cells) - len(todo)} done already, {len(todo)} to "
-          f"run in {out}; seeds {args.seeds}, jobs {args.jobs}")
-    total = 0.0
-    for c in cells:
-        est = estimate_s(c, fraction)
-        done = c not in todo
-        total += 0 if done else est
-        print(f"  {c['id']:48} {'done' if done else f'~{est / 60:5.0f} min'}")
-    par = [c for c in todo if c["study"] != "steptime"]
-    seq = [c for c in todo if c["study"] == "steptime"]
-    wall = sum(estimate_s(c, fraction) for c in par) / max(1, args.jobs) + sum(
-        estimate_s(c, fraction) for c in seq)
-    print(f"estimated cost (rough): {total / 3600:.1f} core-hours, ~{wall / 3600:.1f} h "
-          f"wall at --jobs {args.jobs}", flush=True)
-    if args.list:
-        return 0
-    failed = []
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        for cid, rc, _ in pool.map(lambda c: spawn(c, args, out), par):
-            failed += [cid] if rc else []
-    for c in seq:
-        cid, rc, _ = spawn(c, args, out)
-        failed += [cid] if rc else []
-    if failed:
-        print(f"FAILED cells (rerun to retry): {', '.join(failed)}")
-        return 1
-    return 0
+    print(f"seeds {args.seeds}")
+    return run_cells(plan(args), out, estimate=lambda c: estimate_s(c, fraction),
+                     spawn=lambda c: spawn(c, args, out)[1] == 0, jobs=args.jobs,
+                     list_only=args.list, alone=lambda c: c["study"] == "steptime")
 
 
 if __name__ == "__main__":

@@ -40,18 +40,17 @@ interruption. Each run has one intra-op thread per process.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, log, machine_info, mean_std, write_json  # benchmarks/ on sys.path
+from cells import cell_path, run_cells, select, stats, write_atomic  # benchmarks/ on sys.path
+from common import RESULTS, log, machine_info, write_json
 
 OUT = RESULTS / "gpt"
 BLOCKS = (8, 16, 32)
@@ -100,10 +99,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         for p in args.procs:
             cells.append({"id": f"steptime-gpt-N{n}-P{p}{q}", "study": "steptime",
                           "blocks": n, "procs": p, "epochs": 1, "seed": 0})
-    if args.cells:
-        pats = [p if any(c in p for c in "*?[") else f"*{p}*" for p in args.cells]
-        cells = [c for c in cells if any(fnmatch.fnmatch(c["id"], p) for p in pats)]
-    return cells
+    return select(cells, args.cells)
 
 
 def sizes(args: argparse.Namespace) -> dict[str, int]:
@@ -136,23 +132,6 @@ def estimate_s(cell: dict[str, Any], args: argparse.Namespace) -> float:
     lp = STEP_S_PER_BLOCK["layer_parallel"] / cell["procs"]
     serial = STEP_S_PER_BLOCK["serial"] if cell["procs"] == 1 else 0.0
     return STARTUP_S + 1.1 * STEPTIME_STEPS * per_step * (lp + serial)
-
-
-def cell_path(out: Path, cell_id: str) -> Path:
-    return out / f"{cell_id}.json"
-
-
-def write_atomic(path: Path, data: dict[str, Any]) -> None:
-    """``data`` as JSON at ``path``: written to a temporary name beside it, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- one cell
@@ -227,11 +206,6 @@ def spawn(cell: dict[str, Any], args: argparse.Namespace, out: Path) -> tuple[st
 # ----------------------------------------------------------------------------- summary
 
 
-def _stats(xs: list[float]) -> dict[str, Any]:
-    mean, sd = mean_std(xs)
-    return {"mean": mean, "sd": sd, "n": len(xs), "values": xs}
-
-
 def summarize(out: Path) -> dict[str, Any]:
     """Every cell JSON in ``out``: test losses over seeds (mean +- sd, per-seed
     differences) by blocks, and the step times by blocks and processes."""
@@ -255,8 +229,8 @@ def summarize(out: Path) -> dict[str, Any]:
             "blocks": blocks, "epochs": epochs, "quick": quick,
             "seeds": [r["seed"] for r in rs],
             "steps": sorted({r.get("steps") for r in rs}, key=str),
-            "layer_parallel": _stats(lp), "serial": _stats(se),
-            "difference": _stats([a - b for a, b in zip(lp, se, strict=True)]),
+            "layer_parallel": stats(lp), "serial": stats(se),
+            "difference": stats([a - b for a, b in zip(lp, se, strict=True)]),
             "corpus_sha256": sorted({r["corpus"]["sha256"] for r in rs}),
             "levels": rs[0]["config"]["levels"], "cfactor": rs[0]["config"]["cfactor"],
         })
@@ -367,34 +341,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_plan(args: argparse.Namespace, out: Path) -> int:
-    """Print the plan and its cost, then run the cells without JSON: loss cells ``--jobs``
-    at a time, then the step-time cells one at a time."""
-    cells = plan(args)
-    todo = [c for c in cells if not cell_path(out, c["id"]).exists()]
-    print(f"plan: {len(cells)} cells, {len(cells) - len(todo)} done already, {len(todo)} to "
-          f"run in {out}; seeds {args.seeds}, jobs {args.jobs}")
-    cores = 0.0
-    for c in cells:
-        est = estimate_s(c, args)
-        done = c not in todo
-        cores += 0 if done else est * c.get("procs", 1)
-        print(f"  {c['id']:34} {'done' if done else f'~{est / 60:6.1f} min'}")
-    par = [c for c in todo if c["study"] != "steptime"]
-    seq = [c for c in todo if c["study"] == "steptime"]
-    wall = sum(estimate_s(c, args) for c in par) / max(1, args.jobs) + sum(
-        estimate_s(c, args) for c in seq)
-    print(f"estimated cost (rough): {cores / 3600:.2f} core-hours, ~{wall / 3600:.2f} h wall "
-          f"at --jobs {args.jobs}", flush=True)
-    if args.list:
-        return 0
-    failed = []
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        failed += [cid for cid, ok in pool.map(lambda c: spawn(c, args, out), par) if not ok]
-    failed += [cid for cid, ok in (spawn(c, args, out) for c in seq) if not ok]
-    if failed:
-        print(f"FAILED cells (rerun to retry): {', '.join(failed)}")
-        return 1
-    return 0
+    """The plan and its cost, then the cells without JSON: loss cells ``--jobs`` at a
+    time, then the step-time cells one at a time."""
+    return run_cells(plan(args), out, estimate=lambda c: estimate_s(c, args),
+                     spawn=lambda c: spawn(c, args, out)[1], jobs=args.jobs,
+                     list_only=args.list, alone=lambda c: c["study"] == "steptime",
+                     cores=lambda c: c.get("procs", 1), width=34)
 
 
 def main(argv: list[str] | None = None) -> int:
