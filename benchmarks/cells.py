@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import mean_std  # benchmarks/ on sys.path
+from common import mean_std, write_json  # benchmarks/ on sys.path
 
 Cell = dict[str, Any]
 
@@ -83,4 +83,19 @@ def run_cells(cells: list[Cell], out: Path, *, estimate: Callable[[Cell], float]
     if failed:
         print(f"FAILED cells (rerun to retry): {', '.join(failed)}")
         return 1
+    return 0
+
+
+def run_then_summarize(args: Any, out: Path, run_plan: Callable[[Any, Path], int],
+                       summarize: Callable[[Path], dict[str, Any]],
+                       show: Callable[[dict[str, Any]], None]) -> int:
+    """A study's main: its plan run (unless ``--summary`` alone), then the tables of
+    ``out``'s cells printed and written as JSON (``--json``)."""
+    if not args.summary or args.quick:
+        rc = run_plan(args, out)
+        if rc or args.list:
+            return rc
+    s = summarize(out)
+    show(s)
+    write_json(args.json, s)
     return 0

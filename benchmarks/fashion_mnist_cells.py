@@ -48,13 +48,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cells import cell_path, run_cells, select, stats, write_atomic  # benchmarks/ on sys.path
+from cells import (
+    cell_path,
+    run_cells,
+    run_then_summarize,
+    select,
+    stats,
+    write_atomic,
+)  # benchmarks/ on sys.path
 from common import (
     RESULTS,
     fit_record,
     log,
     machine_info,
-    write_json,
 )
 
 OUT = RESULTS / "fashion_mnist"
@@ -464,14 +470,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out = str(Path(tmp.name) / "cells")
     out = Path(args.out) if args.out else OUT
     try:
-        if not args.summary or args.quick:
-            rc = run_plan(args, out)
-            if rc or args.list:
-                return rc
-        s = summarize(out)
-        print_summary(s)
-        write_json(args.json, s)
-        return 0
+        return run_then_summarize(args, out, run_plan, summarize, print_summary)
     finally:
         if tmp is not None:
             tmp.cleanup()
