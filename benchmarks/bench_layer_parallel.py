@@ -31,7 +31,6 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -40,13 +39,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from common import (  # this directory is on sys.path
+    digits_batch,
     median_quartiles,
     ping_pong,
-    step_fn,
+    timed_step,
     write_json,
 )
 from torchpint.core.costmodel import Hierarchy
-from torchpint.data import digits_datasets
 from torchpint.layerparallel import (
     LayerParallel,
     choose_layer_parallel,
@@ -98,24 +97,6 @@ def _chosen(n: int, channels: int, procs: int, starts: list[str], x: torch.Tenso
     return out
 
 
-def _batch(batch: int, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch ``index`` of the digits training set at 16x16."""
-    x, y = digits_datasets(16, 1)[0].tensors
-    return x[index * batch:(index + 1) * batch], y[index * batch:(index + 1) * batch]
-
-
-def _stepper(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], float]:
-    """A training step on ``(x, y)`` that returns its seconds."""
-    step = step_fn(model, x, y)
-
-    def timed() -> float:
-        t = time.perf_counter()
-        step()
-        return time.perf_counter() - t
-
-    return timed
-
-
 def _worker(rank: int, world: int, port: int, n: int, channels: int, batch: int,
             starts: list[str], commands: Any, results: Any) -> None:
     """A rank of variant (d): waits for ``(setting, k)`` commands and times k training
@@ -125,7 +106,7 @@ def _worker(rank: int, world: int, port: int, n: int, channels: int, batch: int,
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(minutes=5))
     try:
         nets = {s: _net(n, channels, s, "world") for s in starts}
-        steps = {s: _stepper(net, *_batch(batch)) for s, net in nets.items()}
+        steps = {s: timed_step(net, *digits_batch(batch)) for s, net in nets.items()}
         for step in steps.values():
             step()  # warm up: solvers and shapes
         latency = ping_pong(rank, torch.zeros(8), 200)
@@ -196,13 +177,13 @@ def measure(n: int, channels: int, batch: int, world: int, rounds: int, k: int,
     """Interleaved rounds of (a), (b) and (c), (d) per setting for one depth; medians and
     per-round ratios. ``choose``: each pair of starts also with the chooser's hierarchy
     for ``world`` ranks at equal accuracy (:func:`_chosen`)."""
-    x, y = _batch(batch)
+    x, y = digits_batch(batch)
     chosen = _chosen(n, channels, world, starts, x, y) if choose else {}
     starts = [*starts, *(c for c in chosen if c not in starts)]
     lps = {s: _net(n, channels, s) for s in starts}
     errors = {s: gradient_check(_net(n, channels, s), x, y) for s in starts}
     serial = _net(n, channels, starts[0]).serial()
-    steps = {"a": _stepper(serial, x, y), **{f"c {s}": _stepper(lp, x, y)
+    steps = {"a": timed_step(serial, x, y), **{f"c {s}": timed_step(lp, x, y)
                                              for s, lp in lps.items()}}
     for st in steps.values():
         st()

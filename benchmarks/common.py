@@ -157,6 +157,26 @@ def step_fn(
     return step
 
 
+def timed_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], float]:
+    """:func:`step_fn`'s training step on ``(x, y)``, returning its seconds."""
+    step = step_fn(model, x, y)
+
+    def timed() -> float:
+        t = time.perf_counter()
+        step()
+        return time.perf_counter() - t
+
+    return timed
+
+
+def digits_batch(batch: int, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch ``index`` of ``batch`` rows of the digits training set at 16x16."""
+    from torchpint.data import digits_datasets
+
+    x, y = digits_datasets(16, 1)[0].tensors
+    return x[index * batch:(index + 1) * batch], y[index * batch:(index + 1) * batch]
+
+
 def recipe(
     dataset: str,
     model_name: str,

@@ -31,22 +31,22 @@ import argparse
 import copy
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from common import (  # this directory is on sys.path
+    digits_batch,
     fit_record,
     log,
     machine_info,
     mean_std,
     median_quartiles,
     ratios,
-    step_fn,
+    timed_step,
     write_json,
 )
-from torchpint.data import digits_datasets, make_loaders
+from torchpint.data import make_loaders
 from torchpint.layerparallel import LayerParallel, conv_resnet, gradient_check
 from torchpint.trainer import FitConfig
 
@@ -67,33 +67,15 @@ def build(variant: str, n: int, channels: int, seed: int = 0, **solver: Any) -> 
     return conv_resnet(n, channels, 1, 10, SIZE, **{**SOLVER, **VARIANTS[variant], **solver})
 
 
-def first_batch(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``batch`` rows of the digits training set at 16x16."""
-    x, y = digits_datasets(SIZE, 1)[0].tensors
-    return x[:batch], y[:batch]
-
-
-def stepper(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], float]:
-    """A training step (SGD with momentum, cross entropy) on ``(x, y)``: its seconds."""
-    step = step_fn(model, x, y)
-
-    def timed() -> float:
-        t = time.perf_counter()
-        step()
-        return time.perf_counter() - t
-
-    return timed
-
-
 def time_steps(variants: list[str], n: int, channels: int, batch: int, rounds: int, k: int
                ) -> dict[str, Any]:
     """Interleaved rounds: per round, ``k`` steps of each variant and of the serial
     network; each variant's median step per round, the per-round ratios to ``off`` and
     to serial, and the last step's counts and timings of each variant."""
-    x, y = first_batch(batch)
+    x, y = digits_batch(batch)
     nets = {v: build(v, n, channels) for v in variants}
-    steps = {v: stepper(net, x, y) for v, net in nets.items()}
-    steps["serial"] = stepper(copy.deepcopy(nets[variants[0]]).serial(), x, y)
+    steps = {v: timed_step(net, x, y) for v, net in nets.items()}
+    steps["serial"] = timed_step(copy.deepcopy(nets[variants[0]]).serial(), x, y)
     for step in steps.values():  # warm up: solvers, shapes, allocations
         step(), step()
     per_round: dict[str, list[float]] = {v: [] for v in steps}
@@ -123,7 +105,7 @@ def convergence(variant: str, n: int, channels: int, batch: int, iterations: int
     """The residual after each of ``iterations`` forward and adjoint iterations on the
     first batch (cold starts, untrained weights)."""
     net = build(variant, n, channels, fwd_iterations=iterations, bwd_iterations=iterations)
-    x, y = first_batch(batch)
+    x, y = digits_batch(batch)
     torch.nn.functional.cross_entropy(net(x), y).backward()
     return {"forward": net.fwd_residuals, "adjoint": net.bwd_residuals}
 
@@ -214,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     res: dict[str, Any] = {"settings": vars(args), "solver": SOLVER,
                            "machine": machine_info(threads=1)}
-    x, y = first_batch(args.batch)
+    x, y = digits_batch(args.batch)
     res["gradient_check"] = {v: gradient_check(build(v, args.layers, args.channels), x, y)
                              for v in args.variants}
     res["convergence"] = {v: convergence(v, args.layers, args.channels, args.batch,
