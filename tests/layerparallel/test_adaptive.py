@@ -65,17 +65,9 @@ def test_probes_that_never_raise_leave_training_bit_for_bit_as_without_them():
 
 
 def test_raising_doubles_the_iterations_then_makes_the_solves_exact():
-    x, y = _data(8)
-    net = _net(fwd_iterations=2, bwd_iterations=1)
-    hook = AdaptiveIterations(every=1, threshold=1e-30, patience=1, max_iterations=4)
-    seen = []
-    for step in range(4):
-        net.zero_grad()
-        F.cross_entropy(net(x), y).backward()
-        hook.after_backward(net, x, y, step)
-        seen.append((net.fwd_iterations, net.bwd_iterations, net.levels))
-    assert seen == [(4, 2, 3), (4, 2, 1), (4, 2, 1), (4, 2, 1)]
-    assert hook.exact and hook.history[-1]["grad_rel_err"] <= 1e-12  # exact: backprop's
+    seen = _raising(batches=4)
+    assert [s[:3] for s in seen] == [(4, 2, 3), (4, 2, 1), (4, 2, 1), (4, 2, 1)]
+    assert seen[-1][3] <= 1e-12  # exact: backprop's gradient
 
 
 def test_a_resumed_run_goes_on_as_the_uninterrupted_one(tmp_path):
@@ -107,25 +99,33 @@ def test_bad_settings_are_refused(kw):
         AdaptiveIterations(**kw)
 
 
-def _raising(group: str | None = None) -> list[tuple[int, int, float]]:
-    """Two batches, each probed and raised: the settings and error after each."""
+def _raising(group: str | None = None, batches: int = 2) -> list[tuple[int, int, int, float]]:
+    """Batches of a net built with 2 / 1 iterations, each probed and raised (doubling
+    while the forward iterations stay at most 4, then exact): after each, the settings
+    ``(fwd_iterations, bwd_iterations, levels)`` and the probe's gradient error."""
     x, y = _data(8)
-    net = _net(group=group)
+    net = _net(group=group, fwd_iterations=2, bwd_iterations=1)
     hook = AdaptiveIterations(every=1, threshold=1e-30, patience=1, max_iterations=4)
     seen = []
-    for step in range(2):
+    for step in range(batches):
         net.zero_grad()
         F.cross_entropy(net(x), y).backward()
         hook.after_backward(net, x, y, step)
-        seen.append((net.fwd_iterations, net.levels, round(hook.history[-1]["grad_rel_err"], 9)))
+        seen.append((net.fwd_iterations, net.bwd_iterations, net.levels,
+                     hook.history[-1]["grad_rel_err"]))
+    assert hook.exact == (net.levels == 1)
     return seen
 
 
-def _two_ranks(rank: int, world: int) -> list[tuple[int, int, float]]:
-    return _raising("world")
+def _rounded(seen: list[tuple[int, int, int, float]]) -> list[tuple[int, int, int, float]]:
+    return [(*s[:3], round(s[3], 9)) for s in seen]
+
+
+def _two_ranks(rank: int, world: int) -> list[tuple[int, int, int, float]]:
+    return _rounded(_raising("world"))
 
 
 def test_on_two_ranks_every_rank_raises_at_the_same_probe_as_one_process():
-    one = _raising()
-    assert [s[:2] for s in one] == [(4, 3), (4, 1)]
+    one = _rounded(_raising())
+    assert [s[:3] for s in one] == [(4, 2, 3), (4, 2, 1)]
     assert spawn_gloo(_two_ranks, 2) == [one, one]

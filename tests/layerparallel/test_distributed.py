@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.layerparallel.backprop import three_sgd_steps
 from torchpint.core import RankTimeoutError
 from torchpint.layerparallel import LayerParallel
 from torchpint.layerparallel.layout import layer_slabs
@@ -35,18 +36,7 @@ def _net(group, n, levels, cfactor, dropout, starts=("warm", "cold"), timeout=30
 
 def _train(group, case) -> tuple[list[torch.Tensor], dict | None, list[float]]:
     """Three SGD steps; the outputs, then all weights (rank 0) and the last residuals."""
-    net = _net(group, *case)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.5)
-    outs = []
-    for b in range(3):
-        opt.zero_grad()
-        out = net(X + b)
-        out.square().sum().backward()
-        opt.step()
-        outs.append(out.detach())
-    serial = net.serial()
-    weights = None if serial is None else {k: v.clone() for k, v in serial.state_dict().items()}
-    return outs, weights, net.fwd_residuals + net.bwd_residuals
+    return three_sgd_steps(_net(group, *case), X, lr=0.1, shift=1.0)
 
 
 def _worker(rank, world):

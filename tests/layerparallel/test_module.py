@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.layerparallel.backprop import errors, run
 from torchpint.layerparallel import LayerParallel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,18 +40,11 @@ X = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_se
 
 
 def _run(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    m.zero_grad()
-    out = m(X)
-    out.square().sum().backward()
-    return out.detach(), torch.cat([p.grad.reshape(-1) for p in m.parameters()])
+    return run(m, X)
 
 
 def _errors(net: LayerParallel) -> tuple[float, float]:
-    """Relative 2-norm errors of the output and of all parameter gradients."""
-    out, grad = _run(net)
-    ref_out, ref_grad = _run(net.serial())
-    return (float((out - ref_out).norm() / ref_out.norm()),
-            float((grad - ref_grad).norm() / ref_grad.norm()))
+    return errors(net, X)
 
 
 STARTS = [dict(fwd_start=f, bwd_start=b) for f, b in

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.layerparallel.backprop import errors, run, three_sgd_steps
 from torchpint.layerparallel import LayerParallel
 from torchpint.layerparallel.spatial import Pooling, SpatialLevels
 from torchpint.testing import spawn_gloo
@@ -28,18 +29,11 @@ def _net(levels: int, iters: int, spatial="nearest", group=None, n: int = 16,
 
 
 def _run(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    m.zero_grad()
-    out = m(X)
-    out.square().sum().backward()
-    return out.detach(), torch.cat([p.grad.reshape(-1) for p in m.parameters()])
+    return run(m, X)
 
 
 def _errors(net: LayerParallel) -> tuple[float, float]:
-    """Relative 2-norm errors of the output and of all parameter gradients."""
-    out, grad = _run(net)
-    ref_out, ref_grad = _run(net.serial())
-    return (float((out - ref_out).norm() / ref_out.norm()),
-            float((grad - ref_grad).norm() / ref_grad.norm()))
+    return errors(net, X)
 
 
 @pytest.mark.parametrize("spatial", ["nearest", "bilinear"])
@@ -104,18 +98,7 @@ def test_the_spatial_option_is_checked():
 
 def _train(group) -> tuple[list[torch.Tensor], dict | None, list[float]]:
     """Three SGD steps with spatial coarsening; outputs, weights (rank 0), residuals."""
-    net = _net(3, 2, group=group)
-    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.5)
-    outs = []
-    for b in range(3):
-        opt.zero_grad()
-        out = net(X + 0.1 * b)
-        out.square().sum().backward()
-        opt.step()
-        outs.append(out.detach())
-    serial = net.serial()
-    weights = None if serial is None else {k: v.clone() for k, v in serial.state_dict().items()}
-    return outs, weights, net.fwd_residuals + net.bwd_residuals
+    return three_sgd_steps(_net(3, 2, group=group), X, lr=0.05, shift=0.1)
 
 
 def _worker(rank, world):
