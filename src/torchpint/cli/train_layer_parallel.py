@@ -222,7 +222,7 @@ def _train(args: argparse.Namespace, built: Built, device: torch.device) -> int:
     ckpts = {label: os.path.join(args.checkpoint_dir, f"{label}.pt") if args.checkpoint_dir
              else None for label in ("layer_parallel", "serial")}
     x, y = next(iter(data.train))
-    dropout = getattr(args, "dropout", 0.0) > 0
+    dropout = args.dropout > 0
     net.train(not dropout)  # (serial backprop draws other masks: check without them)
     check = gradient_check(net, x.to(device), y.to(device))
     net.train()

@@ -108,14 +108,14 @@ def gradient_error(net: Any, x: torch.Tensor, y: torch.Tensor) -> float:
         devices = [x.device] if x.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices):
-                grads = torch.autograd.grad(batch_loss(serial(x), y), live, allow_unused=True)
+                grads = torch.autograd.grad(batch_loss(serial(x), y), live,
+                                            allow_unused=True, materialize_grads=True)
         finally:
             with torch.no_grad():
                 for b, s in zip(serial.buffers(), saved, strict=True):
                     b.copy_(s)
         by_param = {id(p): g for p, g in zip(live, grads, strict=True)}
-        exact = torch.cat([(by_param.get(id(p)) if by_param.get(id(p)) is not None
-                            else torch.zeros_like(p)).detach().reshape(-1)
+        exact = torch.cat([by_param.get(id(p), torch.zeros_like(p)).reshape(-1)
                            for p in params]).cpu()
         rho = float((lp - exact).norm() / exact.norm().clamp_min(torch.finfo(exact.dtype).tiny))
     comm = net.fit_comm()
