@@ -69,7 +69,8 @@ def run_cells(cells: list[Cell], out: Path, *, estimate: Callable[[Cell], float]
         done = c not in todo
         core_s += 0 if done else est * cores(c)
         print(f"  {c['id']:{width}} {'done' if done else f'~{est / 60:6.1f} min'}")
-    side = [c for c in todo if not alone(c)]
+    # longest first, so that side-by-side slots finish together
+    side = sorted((c for c in todo if not alone(c)), key=estimate, reverse=True)
     seq = [c for c in todo if alone(c)]
     wall = sum(map(estimate, side)) / max(1, jobs) + sum(map(estimate, seq))
     print(f"estimated cost (rough): {core_s / 3600:.2f} core-hours, ~{wall / 3600:.2f} h wall "

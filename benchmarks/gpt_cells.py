@@ -20,6 +20,12 @@ Cells (``--list`` prints them):
   the iterations raised, up to exact, when it stays above 0.5), at 16 blocks: where, if
   anywhere, the inexact gradient starts to bias training late in the run, beside the
   fixed-iteration and serial runs of the same seed.
+- ``gpt-late-<adaptive|fixed>-N<blocks>-e10-s0``: late training. A shorter text
+  (200,000 characters, 56 steps an epoch) for 10 epochs, so that training nears its
+  plateau within one cell's cost: the layer-parallel run with ``--adaptive`` and the
+  serial baseline beside it, and the fixed-iteration run alone, at 16 blocks. Whether the
+  gradient's error grows against the gradient as the loss flattens (Jiang et al.'s
+  criterion), and whether fixed 2 / 1 iterations then trail backprop.
 - ``steptime-gpt-N<blocks>-P<procs>``: the median training step of the layer-parallel GPT
   on 1 process (with the serial baseline's beside it) and on 2 (torchrun, a slab of blocks
   per rank), over 40 steps on a shorter text. They run one at a time after the others;
@@ -69,6 +75,7 @@ PROCS = (1, 2)
 FULL = {"seq_len": 64, "width": 64, "heads": 4, "batch_size": 50, "corpus_chars": 2_000_000}
 QUICK = {"seq_len": 16, "width": 16, "heads": 2, "batch_size": 16, "corpus_chars": 6_000}
 QUICK_BLOCKS = (4, 8)
+LATE = {"corpus_chars": 200_000, "epochs": 10}  # a late-training cell's text and epochs
 STEPTIME_STEPS = 40  # training steps of a step-time cell (its text is cut to give them)
 
 # seconds per block and step (batch 50 x 64 characters, width 64, one thread) measured on
@@ -102,6 +109,12 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     for n in args.adaptive_blocks:
         cells.append({"id": f"gpt-adaptive-N{n}-e{args.epochs}-s0{q}", "study": "adaptive",
                       "blocks": n, "epochs": args.epochs, "seed": 0})
+    chars, epochs = late(args)
+    for n in args.late_blocks:
+        for variant in ("adaptive", "fixed"):
+            cells.append({"id": f"gpt-late-{variant}-N{n}-e{epochs}-s0{q}", "study": "late",
+                          "variant": variant, "blocks": n, "epochs": epochs, "seed": 0,
+                          "chars": chars})
     for n in args.steptime_blocks:
         for p in args.procs:
             cells.append({"id": f"steptime-gpt-N{n}-P{p}{q}", "study": "steptime",
@@ -111,6 +124,12 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def sizes(args: argparse.Namespace) -> dict[str, int]:
     return QUICK if args.quick else FULL
+
+
+def late(args: argparse.Namespace) -> tuple[int, int]:
+    """``(characters, epochs)`` of a late-training cell (``--quick``: its whole text, 2)."""
+    return (QUICK["corpus_chars"], 2) if args.quick else (LATE["corpus_chars"],
+                                                          LATE["epochs"])
 
 
 def steps_per_epoch(chars: int, s: dict[str, int]) -> int:
@@ -129,12 +148,12 @@ def estimate_s(cell: dict[str, Any], args: argparse.Namespace) -> float:
     s = sizes(args)
     scale = s["width"] ** 2 * s["seq_len"] * s["batch_size"] / (64 ** 2 * 64 * 50)
     per_step = cell["blocks"] * scale
-    if cell["study"] in ("accuracy", "adaptive"):
-        steps = steps_per_epoch(s["corpus_chars"], s) * cell["epochs"]
-        both = STEP_S_PER_BLOCK["layer_parallel"] + STEP_S_PER_BLOCK["serial"]
-        # an adaptive cell: no serial baseline, a serial probe every 20 steps
-        per = both if cell["study"] == "accuracy" else \
-            STEP_S_PER_BLOCK["layer_parallel"] + STEP_S_PER_BLOCK["serial"] / 20
+    if cell["study"] != "steptime":
+        steps = steps_per_epoch(cell.get("chars", s["corpus_chars"]), s) * cell["epochs"]
+        lp, serial = STEP_S_PER_BLOCK["layer_parallel"], STEP_S_PER_BLOCK["serial"]
+        # a serial baseline costs a serial step per step; a probe one every 20 steps
+        per = lp + serial * (cell["study"] == "accuracy" or cell.get("variant") == "adaptive")
+        per += serial / 20 * ("adaptive" in (cell["study"], cell.get("variant")))
         return STARTUP_S + 1.1 * steps * per_step * per
     lp = STEP_S_PER_BLOCK["layer_parallel"] / cell["procs"]
     serial = STEP_S_PER_BLOCK["serial"] if cell["procs"] == 1 else 0.0
@@ -149,7 +168,8 @@ def command(cell: dict[str, Any], args: argparse.Namespace, json_path: str) -> l
     (under torchrun for a step-time cell on several processes)."""
     s = sizes(args)
     levels, cfactor = hierarchy(cell["blocks"])
-    chars = s["corpus_chars"] if cell["study"] != "steptime" else steptime_chars(s)
+    chars = cell.get("chars", s["corpus_chars"]) if cell["study"] != "steptime" \
+        else steptime_chars(s)
     opts = ["train-layer-parallel", "--model", "gpt", "--layers", str(cell["blocks"]),
             "--levels", str(levels), "--cfactor", str(cfactor), "--seq-len",
             str(s["seq_len"]), "--width", str(s["width"]), "--heads", str(s["heads"]),
@@ -159,9 +179,10 @@ def command(cell: dict[str, Any], args: argparse.Namespace, json_path: str) -> l
     if args.corpus:
         opts += ["--corpus", str(args.corpus)]
     procs = cell.get("procs", 1)
-    if cell["study"] == "adaptive":
+    if "adaptive" in (cell["study"], cell.get("variant")):
         opts.append("--adaptive")
-    elif cell["study"] == "accuracy" or procs == 1:
+    if cell["study"] == "accuracy" or cell.get("variant") == "adaptive" or \
+            (cell["study"] == "steptime" and procs == 1):
         opts.append("--serial-baseline")
     if procs == 1:
         return [sys.executable, "-m", "torchpint", *opts]
@@ -272,8 +293,57 @@ def summarize(out: Path) -> dict[str, Any]:
             "solves_at_end": lp["solves_at_end"],
         })
     return {"folder": str(out), "cells": len(records), "loss": loss, "steptime": steptime,
-            "adaptive": adaptive,
+            "adaptive": adaptive, "late": summarize_late(records),
             "unit": "test loss in nats per character"}
+
+
+def summarize_late(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The late-training pairs: per epoch, the train and test loss of the adaptive run,
+    the fixed-iteration run and serial backprop; the adaptive run's probes."""
+    pairs: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        if r.get("study") == "late":
+            key = (r["blocks"], r["epochs"], r["seed"], r.get("quick", False))
+            pairs.setdefault(key, {})[r["variant"]] = r
+    out = []
+    for (blocks, epochs, seed, quick), rs in sorted(pairs.items()):
+        runs = {"adaptive": rs.get("adaptive", {}).get("layer_parallel"),
+                "fixed": rs.get("fixed", {}).get("layer_parallel"),
+                "serial": rs.get("adaptive", {}).get("serial")}
+        curves = {name: [[h["train_loss"], h["test_loss"]] for h in run["history"]]
+                  for name, run in runs.items() if run}
+        probes = runs["adaptive"]["adaptive"] if runs["adaptive"] else []
+        out.append({
+            "blocks": blocks, "epochs": epochs, "seed": seed, "quick": quick,
+            "steps": next(iter(rs.values()))["steps"],
+            "chars": next(iter(rs.values()))["corpus"]["chars"],
+            "curves": curves,
+            "probes": [[p["step"], p["grad_rel_err"]] for p in probes],
+            "raised": [[p["step"], p["raised_to"]] for p in probes if p["raised_to"]],
+            "train_s": {name: run["train_time_s"] for name, run in runs.items()
+                        if run and name != "serial"},
+        })
+    return out
+
+
+def print_late(s: dict[str, Any]) -> None:
+    print("\nlate training (a short text for many epochs): train / test loss per epoch")
+    for r in s["late"]:
+        names = list(r["curves"])
+        print(f"  N={r['blocks']} seed {r['seed']}, {r['chars']} characters, {r['steps']} "
+              f"steps{' (quick)' if r['quick'] else ''}; columns: {', '.join(names)}")
+        for e in range(max(len(c) for c in r["curves"].values())):
+            row = "  ".join(f"{c[e][0]:.4f} / {c[e][1]:.4f}" if e < len(c) else "-"
+                            for c in r["curves"].values())
+            print(f"    epoch {e + 1:>2}: {row}")
+        if r["probes"]:
+            per = max(1, len(r["probes"]) // 8)
+            errs = ", ".join(f"{st}: {e:.2f}" for st, e in r["probes"][::per])
+            print(f"    gradient error by step: {errs}; raised {r['raised'] or 'never'}")
+        print("    training seconds: " + ", ".join(f"{k} {v:.0f}"
+                                                   for k, v in r["train_s"].items()))
+    if not s["late"]:
+        print("  (no late-training cells yet)")
 
 
 def print_summary(s: dict[str, Any]) -> None:
@@ -301,6 +371,7 @@ def print_summary(s: dict[str, Any]) -> None:
               f"raised {r['raised'] or 'never'}{' (quick)' if r['quick'] else ''}")
     if not s["adaptive"]:
         print("  (no adaptive cells yet)")
+    print_late(s)
     print("\nlayer-parallel training step (median), 1 vs 2 processes")
     for r in s["steptime"]:
         tag = " (quick)" if r["quick"] else ""
@@ -329,6 +400,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steptime-blocks", type=int, nargs="+", default=list(BLOCKS))
     p.add_argument("--adaptive-blocks", type=int, nargs="*", default=[16],
                    help="blocks of the adaptive-iterations cells (seed 0; default 16)")
+    p.add_argument("--late-blocks", type=int, nargs="*", default=[16],
+                   help="blocks of the late-training cells (seed 0; default 16)")
     p.add_argument("--procs", type=int, nargs="+", default=list(PROCS))
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     p.add_argument("--epochs", type=int, default=EPOCHS,
@@ -361,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None
     if args.quick:
         args.blocks, args.seeds, args.steptime_blocks = list(QUICK_BLOCKS), [0], [8]
-        args.adaptive_blocks = [8]
+        args.adaptive_blocks = args.late_blocks = [8]
         if args.out is None:
             tmp = tempfile.TemporaryDirectory(prefix="gpt-quick-")
             args.out = tmp.name
