@@ -39,7 +39,7 @@ interruption. Each run has one intra-op thread per process.
     python benchmarks/gpt_cells.py --list                 # the plan and its estimated cost
     python benchmarks/gpt_cells.py                        # the whole plan (hours)
     python benchmarks/gpt_cells.py --cells N8 --seeds 0   # a part of it
-    python benchmarks/gpt_cells.py --summary [--json PATH]
+    python benchmarks/gpt_cells.py --summary [--json PATH] [--plot PATH]
     python benchmarks/gpt_cells.py --quick                # tiny, a temporary folder
 """
 
@@ -346,6 +346,39 @@ def print_late(s: dict[str, Any]) -> None:
         print("  (no late-training cells yet)")
 
 
+def plot_late(s: dict[str, Any], path: str) -> None:
+    """The late-training cells: train and test loss per epoch of each run (left), and the
+    adaptive run's gradient error against the gradient by step (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in s["late"] if not r["quick"]] or s["late"]
+    if not rows:
+        return
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.6 * len(rows)), squeeze=False)
+    for (loss, err), r in zip(axes, rows, strict=True):
+        for i, (name, curve) in enumerate(r["curves"].items()):
+            colour = f"C{i}"
+            epochs = range(1, len(curve) + 1)
+            loss.plot(epochs, [c[0] for c in curve], "--", color=colour, label=f"{name} train")
+            loss.plot(epochs, [c[1] for c in curve], "-", color=colour, label=f"{name} test")
+        loss.set(xlabel="epoch", ylabel="loss (nats/char)",
+                 title=f"GPT, {r['blocks']} blocks, {r['chars']:,} characters")
+        loss.legend(fontsize=7)
+        if r["probes"]:
+            err.plot(*zip(*r["probes"], strict=True), "o-", ms=3)
+            err.axhline(0.5, color="grey", ls=":", label="threshold 0.5")
+            err.set(xlabel="step", ylabel="|g_lp - g| / |g|", yscale="log",
+                    title="adaptive run: gradient error at each probe")
+            err.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"plot: {path}")
+
+
 def print_summary(s: dict[str, Any]) -> None:
     print(f"GPT cells in {s['folder']} ({s['cells']} cells)")
     print("\ntest loss (nats/char), mean +- sd over seeds; diff = layer-parallel - serial "
@@ -417,6 +450,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="print the plan and stop")
     p.add_argument("--summary", action="store_true", help="print the tables of --out's cells")
     p.add_argument("--json", default=None, metavar="PATH", help="write the summary as JSON")
+    p.add_argument("--plot", default=None, metavar="PATH",
+                   help="draw the late-training cells (loss curves, gradient error) here")
     return p.parse_args(argv)
 
 
@@ -427,6 +462,12 @@ def run_plan(args: argparse.Namespace, out: Path) -> int:
                      spawn=lambda c: spawn(c, args, out)[1], jobs=args.jobs,
                      list_only=args.list, alone=lambda c: c["study"] == "steptime",
                      cores=lambda c: c.get("procs", 1), width=34)
+
+
+def show(s: dict[str, Any], plot: str | None) -> None:
+    print_summary(s)
+    if plot:
+        plot_late(s, plot)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -440,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
             args.out = tmp.name
     out = Path(args.out) if args.out else OUT
     try:
-        return run_then_summarize(args, out, run_plan, summarize, print_summary)
+        return run_then_summarize(args, out, run_plan, summarize,
+                                  lambda s: show(s, args.plot))
     finally:
         if tmp is not None:
             tmp.cleanup()
