@@ -208,9 +208,10 @@ def run_layer_parallel(cell: dict[str, Any], args: argparse.Namespace) -> dict[s
                "--dataset", "fashion-mnist", "--layers", str(layers),
                "--channels", str(channels), "--epochs", str(cell["epochs"]),
                "--lr", str(LP_LR), "--seed", str(cell["seed"]), "--serial-baseline",
-               "--no-progress", "--json", path]
+               "--no-progress"]
         if args.data_root:
             cmd += ["--data-root", str(args.data_root)]
+        cmd += ["--json", path]  # last: the cell's JSON records the command without it
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
         with open(path) as f:

@@ -28,7 +28,9 @@ Cells (``--list`` prints them):
   criterion), and whether fixed 2 / 1 iterations then trail backprop.
 - ``steptime-gpt-N<blocks>-P<procs>``: the median training step of the layer-parallel GPT
   on 1 process (with the serial baseline's beside it) and on 2 (torchrun, a slab of blocks
-  per rank), over 40 steps on a shorter text. They run one at a time after the others;
+  per rank), over 40 steps on a shorter text; ``-P1-T2``: the same on 1 process with 2
+  threads, the serial baseline given both cores the ordinary way. They run one at a time
+  after the others;
   their figures mean something only on an otherwise idle machine with a free core per
   process (the JSON records the load average).
 
@@ -119,6 +121,8 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         for p in args.procs:
             cells.append({"id": f"steptime-gpt-N{n}-P{p}{q}", "study": "steptime",
                           "blocks": n, "procs": p, "epochs": 1, "seed": 0})
+        cells.append({"id": f"steptime-gpt-N{n}-P1-T2{q}", "study": "steptime",
+                      "blocks": n, "procs": 1, "threads": 2, "epochs": 1, "seed": 0})
     return select(cells, args.cells)
 
 
@@ -155,7 +159,7 @@ def estimate_s(cell: dict[str, Any], args: argparse.Namespace) -> float:
         per = lp + serial * (cell["study"] == "accuracy" or cell.get("variant") == "adaptive")
         per += serial / 20 * ("adaptive" in (cell["study"], cell.get("variant")))
         return STARTUP_S + 1.1 * steps * per_step * per
-    lp = STEP_S_PER_BLOCK["layer_parallel"] / cell["procs"]
+    lp = STEP_S_PER_BLOCK["layer_parallel"] / cell["procs"] / cell.get("threads", 1)
     serial = STEP_S_PER_BLOCK["serial"] if cell["procs"] == 1 else 0.0
     return STARTUP_S + 1.1 * STEPTIME_STEPS * per_step * (lp + serial)
 
@@ -165,7 +169,7 @@ def estimate_s(cell: dict[str, Any], args: argparse.Namespace) -> float:
 
 def command(cell: dict[str, Any], args: argparse.Namespace, json_path: str) -> list[str]:
     """The ``torchpint train-layer-parallel --model gpt`` command line of ``cell``
-    (under torchrun for a step-time cell on several processes)."""
+    (under torchrun for a step-time cell on several processes), ``--json`` last."""
     s = sizes(args)
     levels, cfactor = hierarchy(cell["blocks"])
     chars = cell.get("chars", s["corpus_chars"]) if cell["study"] != "steptime" \
@@ -175,7 +179,7 @@ def command(cell: dict[str, Any], args: argparse.Namespace, json_path: str) -> l
             str(s["seq_len"]), "--width", str(s["width"]), "--heads", str(s["heads"]),
             "--batch-size", str(s["batch_size"]), "--corpus-chars", str(chars),
             "--epochs", str(cell["epochs"]), "--lr", str(args.lr), "--seed",
-            str(cell["seed"]), "--no-progress", "--json", json_path]
+            str(cell["seed"]), "--no-progress"]
     if args.corpus:
         opts += ["--corpus", str(args.corpus)]
     procs = cell.get("procs", 1)
@@ -184,6 +188,7 @@ def command(cell: dict[str, Any], args: argparse.Namespace, json_path: str) -> l
     if cell["study"] == "accuracy" or cell.get("variant") == "adaptive" or \
             (cell["study"] == "steptime" and procs == 1):
         opts.append("--serial-baseline")
+    opts += ["--json", json_path]  # last: the cell's JSON records the command without it
     if procs == 1:
         return [sys.executable, "-m", "torchpint", *opts]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -191,13 +196,15 @@ def command(cell: dict[str, Any], args: argparse.Namespace, json_path: str) -> l
 
 
 def run_cell(cell: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Run ``cell``'s command (one thread per process); its JSON, with the cell's."""
+    """Run ``cell``'s command (``threads`` per process, default 1); its JSON, with the
+    cell's."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "run.json")
         cmd = command(cell, args, path)
         proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+                              env={**os.environ,
+                                   "OMP_NUM_THREADS": str(cell.get("threads", 1))})
         if proc.returncode:
             raise RuntimeError(f"exit {proc.returncode}: {proc.stderr[-2000:]}")
         with open(path) as f:
@@ -262,20 +269,12 @@ def summarize(out: Path) -> dict[str, Any]:
             "corpus_sha256": sorted({r["corpus"]["sha256"] for r in rs}),
             "levels": rs[0]["config"]["levels"], "cfactor": rs[0]["config"]["cfactor"],
         })
-    steptime = []
-    times = {(r["blocks"], r["procs"], r.get("quick", False)): r for r in records
-             if r.get("study") == "steptime"}
-    for (blocks, procs, quick), r in sorted(times.items()):
-        one = times.get((blocks, 1, quick))
-        base = one["layer_parallel"]["step_time_s"] if one else None
-        serial = (one.get("serial") or {}).get("step_time_s") if one else None
-        t = r["layer_parallel"]["step_time_s"]
-        steptime.append({
-            "blocks": blocks, "procs": procs, "quick": quick, "step_s": t,
-            "speedup_vs_1_process": base / t if base else None,
-            "vs_serial": serial / t if serial else None,
-            "load_average": r.get("load_average"),
-        })
+    runs: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        if r.get("study") == "steptime":
+            key = r["blocks"], r.get("quick", False)
+            runs.setdefault(key, {})[f"P{r['procs']}-T{r.get('threads', 1)}"] = r
+    steptime = [steptime_row(blocks, quick, rs) for (blocks, quick), rs in sorted(runs.items())]
     adaptive = []
     for r in records:
         if r.get("study") != "adaptive":
@@ -295,6 +294,25 @@ def summarize(out: Path) -> dict[str, Any]:
     return {"folder": str(out), "cells": len(records), "loss": loss, "steptime": steptime,
             "adaptive": adaptive, "late": summarize_late(records),
             "unit": "test loss in nats per character"}
+
+
+def steptime_row(blocks: int, quick: bool, rs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One N's step times (``rs`` by ``P<procs>-T<threads>``): the layer-parallel step on
+    each, serial backprop's on 1 and 2 threads, and the 2-process step's speedup over 1
+    process and over both serial baselines (below 1: slower)."""
+    lp = {k: r["layer_parallel"]["step_time_s"] for k, r in rs.items()}
+    serial = {f"T{k[-1]}": r["serial"]["step_time_s"] for k, r in rs.items()
+              if k.startswith("P1-") and r.get("serial")}
+    two = lp.get("P2-T1")
+
+    def over(base: float | None) -> float | None:
+        return base / two if base and two else None
+
+    return {"blocks": blocks, "quick": quick, "layer_parallel_s": lp, "serial_s": serial,
+            "speedup_2_vs_1_process": over(lp.get("P1-T1")),
+            "speedup_vs_serial_1_thread": over(serial.get("T1")),
+            "speedup_vs_serial_2_threads": over(serial.get("T2")),
+            "load_average": {k: r.get("load_average") for k, r in rs.items()}}
 
 
 def summarize_late(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -405,15 +423,24 @@ def print_summary(s: dict[str, Any]) -> None:
     if not s["adaptive"]:
         print("  (no adaptive cells yet)")
     print_late(s)
-    print("\nlayer-parallel training step (median), 1 vs 2 processes")
+    print("\ntraining step (median, ms): layer-parallel on P processes x T threads, serial "
+          "backprop on T threads; the 2-process step's speedup over each (below 1: slower)")
+    print(f"{'blocks':>6} {'LP P1-T1':>9} {'LP P2-T1':>9} {'LP P1-T2':>9} {'serial T1':>10} "
+          f"{'serial T2':>10} {'2 vs 1 proc':>11} {'vs ser T1':>9} {'vs ser T2':>9}")
+
+    def ms(x: float | None) -> str:
+        return "-" if x is None else f"{1e3 * x:.1f}"
+
+    def ratio(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}x"
+
     for r in s["steptime"]:
-        tag = " (quick)" if r["quick"] else ""
-        sp = r["speedup_vs_1_process"]
-        vs = r["vs_serial"]
-        print(f"  N={r['blocks']:<3} P={r['procs']}: {1e3 * r['step_s']:8.1f} ms"
-              f"{f'   {sp:.2f}x vs 1 process' if sp and r['procs'] > 1 else ''}"
-              f"{f'   serial/layer-parallel {vs:.2f}' if vs and r['procs'] == 1 else ''}"
-              f"   load {r['load_average'][0]:.1f}{tag}")
+        lp, se = r["layer_parallel_s"], r["serial_s"]
+        print(f"{r['blocks']:>6} {ms(lp.get('P1-T1')):>9} {ms(lp.get('P2-T1')):>9} "
+              f"{ms(lp.get('P1-T2')):>9} {ms(se.get('T1')):>10} {ms(se.get('T2')):>10} "
+              f"{ratio(r['speedup_2_vs_1_process']):>11} "
+              f"{ratio(r['speedup_vs_serial_1_thread']):>9} "
+              f"{ratio(r['speedup_vs_serial_2_threads']):>9}{' (quick)' if r['quick'] else ''}")
     if not s["steptime"]:
         print("  (no step-time cells yet)")
 
@@ -461,7 +488,7 @@ def run_plan(args: argparse.Namespace, out: Path) -> int:
     return run_cells(plan(args), out, estimate=lambda c: estimate_s(c, args),
                      spawn=lambda c: spawn(c, args, out)[1], jobs=args.jobs,
                      list_only=args.list, alone=lambda c: c["study"] == "steptime",
-                     cores=lambda c: c.get("procs", 1), width=34)
+                     cores=lambda c: c.get("procs", 1) * c.get("threads", 1), width=34)
 
 
 def show(s: dict[str, Any], plot: str | None) -> None:

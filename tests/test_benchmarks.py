@@ -249,3 +249,34 @@ def test_fashion_mnist_cells_quick(tmp_path):
     assert "far more epochs" in summary.stdout and "(quick)" in summary.stdout
     assert {r["study"] for r in json.loads((tmp_path / "s.json").read_text())["accuracy"]} == {
         "parareal", "layer-parallel"}
+
+
+def test_gpt_cells_quick_late_training(tmp_path):
+    """The GPT study's late-training pair, tiny (``--quick``: 2 epochs of a 6,000-character
+    text): the adaptive cell runs with the serial baseline and the fixed one without it,
+    and ``--summary`` lines up the three runs' losses per epoch and draws them."""
+    import json
+    import os
+
+    src = str(BENCH.parent / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    script, out = str(BENCH / "gpt_cells.py"), tmp_path / "cells"
+    proc = subprocess.run([sys.executable, script, "--quick", "--out", str(out), "--cells",
+                           "late"], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    adaptive = json.loads((out / "gpt-late-adaptive-N8-e2-s0-quick.json").read_text())
+    fixed = json.loads((out / "gpt-late-fixed-N8-e2-s0-quick.json").read_text())
+    assert "--adaptive" in adaptive["command"] and "--serial-baseline" in adaptive["command"]
+    assert "--adaptive" not in fixed["command"] and fixed["serial"] is None
+    png, summary = tmp_path / "late.png", tmp_path / "s.json"
+    proc = subprocess.run([sys.executable, script, "--summary", "--out", str(out), "--json",
+                           str(summary), "--plot", str(png)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (late,) = json.loads(summary.read_text())["late"]
+    assert set(late["curves"]) == {"adaptive", "fixed", "serial"}
+    assert all(len(c) == 2 for c in late["curves"].values())
+    # probes that never raise leave the adaptive run equal to the fixed one
+    if not late["raised"]:
+        assert late["curves"]["adaptive"] == late["curves"]["fixed"]
+    assert png.stat().st_size > 0 and "epoch  2:" in proc.stdout
