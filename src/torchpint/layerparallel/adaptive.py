@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchpint.trainer import StepHook, batch_loss
+from torchpint.layerparallel.check import relative_error, serial_gradient
+from torchpint.trainer import StepHook
 
 
 class AdaptiveIterations(StepHook):
@@ -102,22 +103,7 @@ def gradient_error(net: Any, x: torch.Tensor, y: torch.Tensor) -> float:
     serial = net.serial()
     rho = -1.0
     if serial is not None:
-        params = list(serial.parameters())
-        live = [p for p in params if p.requires_grad]
-        saved = [b.detach().clone() for b in serial.buffers()]
-        devices = [x.device] if x.device.type == "cuda" else []
-        try:
-            with torch.random.fork_rng(devices=devices):
-                grads = torch.autograd.grad(batch_loss(serial(x), y), live,
-                                            allow_unused=True, materialize_grads=True)
-        finally:
-            with torch.no_grad():
-                for b, s in zip(serial.buffers(), saved, strict=True):
-                    b.copy_(s)
-        by_param = {id(p): g for p, g in zip(live, grads, strict=True)}
-        exact = torch.cat([by_param.get(id(p), torch.zeros_like(p)).reshape(-1)
-                           for p in params]).cpu()
-        rho = float((lp - exact).norm() / exact.norm().clamp_min(torch.finfo(exact.dtype).tiny))
+        rho = relative_error(lp, serial_gradient(serial, x, y)[1])
     comm = net.fit_comm()
     if comm.size > 1:  # rank 0 of every replica knows its rho; the others gave -1
         t = torch.tensor([rho], dtype=torch.float64)

@@ -18,11 +18,40 @@ DEFAULT = Hierarchy(3, 4, ("F", "FCF"))
 """LayerParallel's default hierarchy (TorchBraid's: F on the fine level, FCF coarse)."""
 
 
+def serial_gradient(serial: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact backprop through ``serial`` on ``(x, y)``: its output and its parameter
+    gradient, flattened on the CPU (zeros for a parameter the loss does not reach).
+    Leaves every ``.grad``, buffer and random state as it was, because ``serial`` shares
+    its layers with the network in one process (batch-norm statistics, dropout)."""
+    params = list(serial.parameters())
+    live = [p for p in params if p.requires_grad]
+    saved = [b.detach().clone() for b in serial.buffers()]
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            out = serial(x)
+            grads = torch.autograd.grad(batch_loss(out, y), live, allow_unused=True,
+                                        materialize_grads=True)
+    finally:
+        with torch.no_grad():
+            for b, v in zip(serial.buffers(), saved, strict=True):
+                b.copy_(v)
+    by_param = {id(p): g for p, g in zip(live, grads, strict=True)}
+    flat = torch.cat([by_param.get(id(p), torch.zeros_like(p)).reshape(-1) for p in params])
+    return out.detach(), flat.cpu()
+
+
+def relative_error(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """``|a - ref| / |ref|`` in the 2-norm (a zero ``ref`` divides by the tiniest float)."""
+    return float((a - ref).norm() / ref.norm().clamp_min(torch.finfo(ref.dtype).tiny))
+
+
 def gradient_check(net: LayerParallel, x: torch.Tensor, y: torch.Tensor
                    ) -> dict[str, float] | None:
     """On one batch: the relative 2-norm error of the output and of the parameter
     gradient of ``net`` against exact serial autograd of ``net.serial()`` (on rank 0;
-    ``None`` on the others, which take part)."""
+    ``None`` on the others, which take part). Leaves ``net``'s gradients zeroed."""
     net.zero_grad(set_to_none=True)
     out = net(x)
     batch_loss(out, y).backward()
@@ -31,15 +60,9 @@ def gradient_check(net: LayerParallel, x: torch.Tensor, y: torch.Tensor
     net.zero_grad(set_to_none=True)
     if serial is None:
         return None
-    serial.zero_grad(set_to_none=True)
-    ref_out = serial(x)
-    batch_loss(ref_out, y).backward()
-    ref_grad = torch.cat([torch.zeros_like(p) if p.grad is None else p.grad.reshape(-1)
-                          for p in serial.parameters()]).cpu()
-    serial.zero_grad(set_to_none=True)
-    ref_out = ref_out.detach()
-    return {"output_rel_err": float((out - ref_out).norm() / ref_out.norm()),
-            "grad_rel_err": float((grad - ref_grad).norm() / ref_grad.norm())}
+    ref_out, ref_grad = serial_gradient(serial, x, y)
+    return {"output_rel_err": relative_error(out, ref_out),
+            "grad_rel_err": relative_error(grad, ref_grad)}
 
 
 def equal_accuracy(build: Callable[[Hierarchy], LayerParallel], x: torch.Tensor,
