@@ -39,9 +39,12 @@ CASES = {
     "grid": (4, 1, [*PARAREAL, "--chunks", "2", "--data-parallel", "2"], "epoch 1/"),
     "train-mgrit": (2, 1, TRAIN_MGRIT, "train-mgrit:"),
     "train-layer-parallel": (2, 1, LAYER_PARALLEL, "epoch 1/"),
+    # rank 1: replica 0's second slab, the slab peer of rank 0 and replica peer of rank 3
+    "layer-parallel-grid": (4, 1, [*LAYER_PARALLEL, "--data-parallel", "2"], "epoch 1/"),
     "mgrit": (2, 1, MGRIT, "iter   2 "),
 }
-SLOW = {"grid", "train-layer-parallel", "mgrit"}  # 4 ranks, or a long start on 2 cores
+# 4 ranks, or a long start on 2 cores
+SLOW = {"grid", "train-layer-parallel", "layer-parallel-grid", "mgrit"}
 
 
 def _launch(world: int, args: list[str], tmp_path: Path) -> list[subprocess.Popen]:
