@@ -36,7 +36,7 @@ Cells (``--list`` prints them):
 
 Every finished cell writes its own JSON to ``--out`` (default benchmarks/results/gpt/)
 atomically; a rerun skips the cells whose JSON exists, so the study resumes after any
-interruption. Each run has one intra-op thread per process.
+interruption. Each run has one intra-op thread per process (two in the ``-T2`` cells).
 
     python benchmarks/gpt_cells.py --list                 # the plan and its estimated cost
     python benchmarks/gpt_cells.py                        # the whole plan (hours)
@@ -132,8 +132,9 @@ def sizes(args: argparse.Namespace) -> dict[str, int]:
 
 def late(args: argparse.Namespace) -> tuple[int, int]:
     """``(characters, epochs)`` of a late-training cell (``--quick``: its whole text, 2)."""
-    return (QUICK["corpus_chars"], 2) if args.quick else (LATE["corpus_chars"],
-                                                          LATE["epochs"])
+    if args.quick:
+        return QUICK["corpus_chars"], 2
+    return LATE["corpus_chars"], LATE["epochs"]
 
 
 def steps_per_epoch(chars: int, s: dict[str, int]) -> int:
@@ -301,8 +302,8 @@ def steptime_row(blocks: int, quick: bool, rs: dict[str, dict[str, Any]]) -> dic
     each, serial backprop's on 1 and 2 threads, and the 2-process step's speedup over 1
     process and over both serial baselines (below 1: slower)."""
     lp = {k: r["layer_parallel"]["step_time_s"] for k, r in rs.items()}
-    serial = {f"T{k[-1]}": r["serial"]["step_time_s"] for k, r in rs.items()
-              if k.startswith("P1-") and r.get("serial")}
+    serial = {f"T{r.get('threads', 1)}": r["serial"]["step_time_s"] for r in rs.values()
+              if r["procs"] == 1 and r.get("serial")}
     two = lp.get("P2-T1")
 
     def over(base: float | None) -> float | None:

@@ -23,7 +23,7 @@ after that many epochs of the CLI's recipe for ``--seeds`` (serial backprop besi
 
     python benchmarks/spatial_layer_parallel.py \
         --json benchmarks/results/spatial_layer_parallel.json
-    python benchmarks/spatial_layer_parallel.py --dataset fashion-mnist --seeds 0 \
+    python benchmarks/spatial_layer_parallel.py --dataset fashion-mnist --seeds 0 --lr 0.01 \
         --train-images 6000 --accuracy-variants off nearest \
         --json benchmarks/results/spatial_layer_parallel_fashion_mnist.json
     python benchmarks/spatial_layer_parallel.py --quick
