@@ -148,8 +148,9 @@ RANK = textwrap.dedent("""
     from torchpint.runtime.comm import abandon
     where = os.environ["DIE_IN"]
     if os.environ["RANK"] == "3":
-        from torchpint.layerparallel import module, replicas
-        cls, name = (replicas, "average_by_rows") if where == "replicas" else \\
+        from torchpint.common import process_grid
+        from torchpint.layerparallel import module
+        cls, name = (process_grid, "average_by_rows") if where == "replicas" else \\
             (module.LayerParallel, "forward_solve")
         real, calls = getattr(cls, name), []
         def dying(*args, **kwargs):

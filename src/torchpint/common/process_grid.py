@@ -11,7 +11,7 @@ training both stand on it, so it lives beneath them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -99,6 +99,55 @@ def average_by_rows(comm: Comm, params: Iterable[torch.Tensor], rows: int) -> No
         for p in ps:
             p.grad.copy_(buf[off : off + p.numel()].view_as(p.grad))
             off += p.numel()
+
+
+class ReplicaAverage:
+    """The replicas' row-weighted gradient average (:func:`average_by_rows` over ``comm``),
+    taken once when a backward ends: :meth:`wrap` puts the model's output behind an
+    identity node whose backward, the first of every backward through the output, queues
+    it. Parareal's executor and layer-parallel replicas both stand on it."""
+
+    def __init__(self, comm: Comm) -> None:
+        self.comm = comm
+        self._queued = False  # an average waits for the end of the running backward
+
+    def wrap(self, y: torch.Tensor, params: Callable[[], Iterable[torch.Tensor]], rows: int
+             ) -> torch.Tensor:
+        """``y``, behind the node when there are several replicas and a graph to go back
+        through (else ``y`` itself). ``params()`` names the averaged parameters when the
+        backward ends; ``rows``: this replica's share of the batch."""
+        if self.comm.size == 1 or not (torch.is_grad_enabled() and y.requires_grad):
+            return y
+        self._queued = False  # a backward that failed midway left it set
+        return _AverageAtTheEnd.apply(self, params, rows, y)
+
+    def queue(self, params: Callable[[], Iterable[torch.Tensor]], rows: int) -> None:
+        """Average when the running backward ends (once, however many outputs it goes
+        through)."""
+        if self._queued:
+            return
+        self._queued = True
+
+        def average() -> None:
+            self._queued = False
+            average_by_rows(self.comm, params(), rows)
+
+        torch.autograd.Variable._execution_engine.queue_callback(average)
+
+
+class _AverageAtTheEnd(torch.autograd.Function):
+    """Identity on the output; its backward queues the replicas' average."""
+
+    @staticmethod
+    def forward(ctx: Any, avg: ReplicaAverage, params: Callable[[], Iterable[torch.Tensor]],
+                rows: int, y: torch.Tensor) -> torch.Tensor:
+        ctx.avg, ctx.params, ctx.rows = avg, params, rows
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, None, torch.Tensor]:
+        ctx.avg.queue(ctx.params, ctx.rows)
+        return None, None, None, grad
 
 
 def process_grid(stages: int, replicas: int = 1, *, timeout: float = 300.0) -> ProcessGrid:

@@ -232,10 +232,13 @@ class LayerParallel(nn.Module, RankAware):
 
     def shard_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """This replica's rows of the batch on a grid; the whole batch otherwise."""
-        return (x, y) if self.replicas is None else self.replicas.shard(x, y)
+        if self.replicas is None:
+            return x, y
+        x, y = self.replicas.grid.shard(x, y)
+        return x, y
 
     def sum_over_replicas(self, values: list[float]) -> list[float]:
-        return values if self.replicas is None else self.replicas.sum(values)
+        return values if self.replicas is None else self.replicas.grid.sum(values)
 
     def synchronize(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """On a grid, the replicas' weights and running statistics := replica 0's."""
@@ -467,7 +470,9 @@ class LayerParallel(nn.Module, RankAware):
             shape, _ = told(self.comm, self._meta, ("output", key),
                             out if rank == last else None, last)
             out = FromLast.apply(self.comm, out, shape)
-        return out if self.replicas is None else self.replicas.output(self, out, len(x))
+        if self.replicas is not None:
+            out = self.replicas.average.wrap(out, self.parameters, len(x))
+        return out
 
 
 def _old_checkpoint(module: nn.Module, state: dict[str, Any], prefix: str,

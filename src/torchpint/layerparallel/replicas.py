@@ -15,13 +15,14 @@ communicator, so a replica that died or hung is a typed ``PeerError`` on its pee
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from torchpint.common.modules import flat_state, load_flat_state
-from torchpint.common.process_grid import ProcessGrid, average_by_rows
+from torchpint.common.process_grid import ProcessGrid, ReplicaAverage
 from torchpint.common.seeds import mix_seed
 from torchpint.common.syncbn import convert_sync_batchnorm
 from torchpint.runtime.comm import GroupComm
@@ -38,10 +39,12 @@ class Replicas:
     train the network together, as the training loop sees them)."""
 
     def __init__(self, grid: ProcessGrid, timeout: float, batch_norm: str = "sync") -> None:
-        self.grid, self.batch_norm = grid, check_batch_norm(batch_norm)
-        self.data = GroupComm(grid.data_group, timeout)
+        self.batch_norm = check_batch_norm(batch_norm)
+        # the grid's shard, sum and data communicator, with this network's timeout
+        self.grid = grid if timeout == grid.timeout else replace(grid, timeout=timeout)
+        self.data = self.grid.data_comm
         self.world = GroupComm(None, timeout)
-        self._queued = False  # an average waits for the end of the running backward
+        self.average = ReplicaAverage(self.data)  # wraps the output (LayerParallel.forward)
 
     @classmethod
     def of(cls, group: Any, timeout: float | None, batch_norm: str
@@ -69,40 +72,6 @@ class Replicas:
         if net.keyed_rng and self.grid.replica:
             net.rng_seed.fill_(mix_seed(int(net.rng_seed), self.grid.replica))
 
-    def shard(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """This replica's rows of a batch (a ``ValueError`` for fewer rows than replicas)."""
-        xs, ys = self.grid.shard(x, y)
-        return xs, ys
-
-    def sum(self, values: list[float]) -> list[float]:
-        """``values`` summed over the replicas (the whole batch's loss and counts)."""
-        if self.data.size == 1:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64)
-        return self.data.all_reduce(t, "sum", "the replicas' loss sums").tolist()
-
-    def output(self, net: nn.Module, y: torch.Tensor, rows: int) -> torch.Tensor:
-        """``y`` behind a node whose backward averages ``net``'s gradients over the
-        replicas when the backward ends (with several replicas, and a graph to go back
-        through; else ``y`` itself)."""
-        if self.data.size == 1 or not (torch.is_grad_enabled() and y.requires_grad):
-            return y
-        self._queued = False  # a backward that failed midway left it set
-        return _AverageOverReplicas.apply(self, net, y, rows)
-
-    def queue_average(self, net: nn.Module, rows: int) -> None:
-        """Average ``net``'s gradients when the running backward ends (once, however
-        many outputs it goes through)."""
-        if self._queued:
-            return
-        self._queued = True
-
-        def average() -> None:
-            self._queued = False
-            average_by_rows(self.data, net.parameters(), rows)
-
-        torch.autograd.Variable._execution_engine.queue_callback(average)
-
     @torch.no_grad()
     def synchronize(self, net: nn.Module) -> None:
         """``net``'s parameters and floating-point buffers (batch norm's running
@@ -122,18 +91,3 @@ def check_batch_norm(batch_norm: str) -> str:
     if batch_norm not in BATCH_NORMS:
         raise ValueError(f"replica_bn must be one of {BATCH_NORMS}, got {batch_norm!r}")
     return batch_norm
-
-
-class _AverageOverReplicas(torch.autograd.Function):
-    """Identity on the network's output; its backward (the first node of every backward
-    through the output) queues the replicas' gradient average for the end of the pass."""
-
-    @staticmethod
-    def forward(ctx: Any, replicas: Replicas, net: nn.Module, y: torch.Tensor, rows: int):
-        ctx.replicas, ctx.net, ctx.rows = replicas, net, rows
-        return y.view_as(y)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor):
-        ctx.replicas.queue_average(ctx.net, ctx.rows)
-        return None, None, grad, None

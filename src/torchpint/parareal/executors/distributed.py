@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from torchpint.common.process_grid import average_by_rows
+from torchpint.common.process_grid import ReplicaAverage
 from torchpint.parareal.executors._autograd import (
     chunk_backward,
     chunk_forward,
@@ -76,7 +76,7 @@ class DistributedExecutor(Executor):
         # which agree_cuts and barrier run; gradients are averaged over the replicas
         self._comm = GroupComm(None, self.timeout) if grid is not None else self._chunks
         self._replicas = GroupComm(grid.data_group, self.timeout) if grid is not None else None
-        self._reduce_queued = False
+        self._average = ReplicaAverage(self._replicas) if self._replicas is not None else None
 
     @classmethod
     def create(cls, devices: Any = None, group: Any = None,
@@ -134,27 +134,14 @@ class DistributedExecutor(Executor):
     def output(self, stages: Stages, y: torch.Tensor) -> torch.Tensor:
         """On a grid of several replicas, ``y`` behind a node whose backward averages the
         gradients over the replicas once the backward ends."""
-        if not (self._replicated and torch.is_grad_enabled() and y.requires_grad):
+        if self._average is None:
             return y
-        self._reduce_queued = False  # a backward that failed midway left it set
-        return _AverageOverReplicas.apply(self, stages, y)
 
-    def _queue_average(self, stages: Stages, rows: int) -> None:
-        if self._reduce_queued:  # one average per backward, however many outputs
-            return
-        self._reduce_queued = True
+        def trained() -> list[torch.Tensor]:
+            return unique_trainable([stages.pre, *stages.coarse, stages.post,
+                                     stages.fine[self.rank]])
 
-        def average() -> None:
-            self._reduce_queued = False
-            self._average_gradients(stages, rows)
-
-        torch.autograd.Variable._execution_engine.queue_callback(average)
-
-    def _average_gradients(self, stages: Stages, rows: int) -> None:
-        """Every trained parameter's gradient := the replicas' row-weighted mean."""
-        assert self._replicas is not None
-        params = unique_trainable([stages.pre, *stages.coarse, stages.post, stages.fine[self.rank]])
-        average_by_rows(self._replicas, params, rows)
+        return self._average.wrap(y, trained, len(y))
 
     def synchronize(self, stages: Stages, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Each fine chunk's parameters and buffers from the rank that trains it, P, C and Q
@@ -260,18 +247,3 @@ class DistributedExecutor(Executor):
         metas = [(s, dt) for s, dt, _ in ctx.in_meta]
         in_grads = self._exchange(local, metas, dev, "the gradients of the chunk inputs")
         return in_grads, p_grads
-
-
-class _AverageOverReplicas(torch.autograd.Function):
-    """Identity on the network's output; its backward (the first node of every backward
-    through the output) queues the replicas' gradient average for the end of the pass."""
-
-    @staticmethod
-    def forward(ctx: Any, ex: DistributedExecutor, stages: Stages, y: torch.Tensor):
-        ctx.ex, ctx.stages, ctx.rows = ex, stages, len(y)
-        return y.view_as(y)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor):
-        ctx.ex._queue_average(ctx.stages, ctx.rows)
-        return None, None, grad
